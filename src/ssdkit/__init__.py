@@ -1,0 +1,2 @@
+"""ssdkit: SSD object detection toolkit."""
+__version__ = "0.1.0"

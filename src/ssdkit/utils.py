@@ -1,0 +1,39 @@
+"""Small helpers shared across ssdkit: atomic file writes, notebook compatibility."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder + rename: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_variable(x, requires_grad: bool = False):
+    """Identity, for notebooks written against ``ignite._utils.to_variable`` (PyTorch < 0.4).
+
+    Since PyTorch 0.4 a tensor is a Variable; this only exists so old analysis code runs unchanged
+    but for its import line.
+    """
+    if requires_grad and x.is_floating_point():
+        x.requires_grad_(True)
+    return x
