@@ -71,12 +71,15 @@ class ModelConfig:
     ``num_classes`` counts the background class (VOC: 21). ``box_sizes`` has one more entry than
     there are levels: level ``k`` uses ``box_sizes[k]`` and ``sqrt(box_sizes[k] * box_sizes[k+1])``.
     Preprocessing: the network input is ``(pixel / 255 - mean) / std`` in ``channel_order``.
+    ``width_mult`` scales every convolution's width (small fast variants); ``batch_norm`` adds BatchNorm after
+    each convolution of the trunk and extras (for training from scratch, as DSOD/ScratchDet found).
     """
 
     arch: str = "ssd300"
     num_classes: int = 21
     input_size: int = 300
     width_mult: float = 1.0
+    batch_norm: bool = False
     steps: tuple[float, ...] = (8, 16, 32, 64, 100, 300)
     box_sizes: tuple[float, ...] = (30, 60, 111, 162, 213, 264, 315)
     aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
@@ -258,7 +261,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is bool:
         if isinstance(value, bool):
             return value

@@ -1,0 +1,108 @@
+"""Box coder speed: ssdkit vs torchvision's SSD postprocess and vs the notebook's per-image encode.
+
+decode: ``SSDBoxCoder.decode_batch`` vs ``torchvision.models.detection.SSD.postprocess_detections`` on the same
+random head outputs (21 classes, score 0.01, NMS 0.45, top-k 200 per class, 200 detections per image).
+encode: ``SSDBoxCoder.encode_batch`` vs ``ssdkit.reference.notebook_encode`` (the notebook's loop) per image.
+
+    python benchmarks/bench_coder.py [--batch 8] [--objects 4] [--repeat 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from torchvision.models.detection import ssd300_vgg16
+
+from ssdkit import SSDBoxCoder
+from ssdkit.boxes import change_box_order
+from ssdkit.config import ssd300_config
+from ssdkit.reference import notebook_encode
+
+
+def best_time(fn, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--objects", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, c = args.batch, 21
+    cfg = ssd300_config(num_classes=c)
+    coder = SSDBoxCoder(cfg)
+    a = coder.default_boxes.shape[0]
+    loc = torch.randn(n, a, 4) * 0.5
+    logits = torch.randn(n, a, c)
+
+    tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=c)
+    tv.topk_candidates = 200  # same per-class candidate count as ssdkit
+    anchors_xyxy = change_box_order(coder.default_boxes, "xywh2xyxy")
+    head = {"bbox_regression": loc, "cls_logits": logits}
+
+    def run_tv():
+        with torch.no_grad():
+            tv.postprocess_detections(head, [anchors_xyxy] * n, [(300, 300)] * n)
+
+    def run_ours():
+        with torch.no_grad():
+            coder.decode_batch(loc, logits, score_thresh=0.01, nms_thresh=0.45, top_k=200, max_detections=200)
+
+    t_tv = best_time(run_tv, args.repeat) / n
+    t_ours = best_time(run_ours, args.repeat) / n
+
+    gen = torch.Generator().manual_seed(1)
+    scenes = []
+    for _ in range(n):
+        xy = torch.rand(args.objects, 2, generator=gen) * 250
+        wh = torch.rand(args.objects, 2, generator=gen) * 100 + 10
+        scenes.append((torch.cat([xy, xy + wh], 1), torch.randint(0, c - 1, (args.objects,), generator=gen)))
+    boxes = [s[0] for s in scenes]
+    labels = [s[1] for s in scenes]
+
+    def run_loop():
+        for b, lab in scenes:
+            notebook_encode(coder.default_boxes, b, lab)
+
+    def run_batch():
+        coder.encode_batch(boxes, labels)
+
+    e_loop = best_time(run_loop, args.repeat) / n
+    e_ours = best_time(run_batch, args.repeat) / n
+
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "batch": n,
+        "decode_ms_per_image": {"ssdkit": t_ours * 1e3, "torchvision": t_tv * 1e3, "speedup": t_tv / t_ours},
+        "encode_ms_per_image": {"ssdkit": e_ours * 1e3, "notebook_loop": e_loop * 1e3, "speedup": e_loop / e_ours,
+                                "objects": args.objects},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"machine: {result['machine']}, batch {n}")
+    d, e = result["decode_ms_per_image"], result["encode_ms_per_image"]
+    print(f"decode  ssdkit {d['ssdkit']:8.3f} ms/img | torchvision postprocess {d['torchvision']:8.3f} ms/img "
+          f"| ratio {d['speedup']:.1f}x")
+    print(f"encode  ssdkit {e['ssdkit']:8.3f} ms/img | notebook loop           {e['notebook_loop']:8.3f} ms/img "
+          f"| ratio {e['speedup']:.1f}x  ({args.objects} objects/img)")
+
+
+if __name__ == "__main__":
+    main()

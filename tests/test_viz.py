@@ -1,0 +1,86 @@
+"""Drawing and plots: files exist, have the right size, and pixels change where boxes are drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssdkit.errors import SSDKitError
+from ssdkit.metrics import evaluate_voc
+from ssdkit.viz import class_color, draw_detections, plot_anchor_fit, plot_pr_curves, plot_training_curves, save_image
+
+
+def no_temp_files(folder):
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_draw_detections_draws_box_in_class_colour():
+    image = torch.zeros(3, 64, 80, dtype=torch.uint8)
+    out = draw_detections(image, torch.tensor([[10.0, 20.0, 50.0, 60.0]]), torch.tensor([2]), torch.tensor([0.87]),
+                          class_names=["a", "b", "dog"])  # fmt: skip
+    assert out.shape == (3, 64, 80) and out.dtype == torch.uint8
+    assert image.sum() == 0  # input untouched
+    assert out[:, 40, 10].tolist() == list(class_color(2))  # left edge, below the caption
+    assert out[:, 60, 30].tolist() == list(class_color(2))  # bottom edge
+    assert out[:, 40, 30].sum() == 0  # inside the box, not filled
+    assert out[:, 5, 75].sum() == 0  # far away
+    assert class_color(2) != class_color(3) and class_color(25) == class_color(25)
+
+
+def test_draw_detections_caption_and_empty():
+    image = torch.full((3, 50, 120), 255, dtype=torch.uint8)
+    boxes = torch.tensor([[5.0, 20.0, 110.0, 45.0]])
+    plain = draw_detections(image, boxes, torch.tensor([0]))
+    scored = draw_detections(image, boxes, torch.tensor([0]), torch.tensor([0.87]), class_names=["person"])
+    assert not torch.equal(plain, scored)  # the caption text differs
+    assert torch.equal(draw_detections(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)), image)
+    with pytest.raises(SSDKitError, match="uint8"):
+        draw_detections(image.float(), boxes, torch.tensor([0]))
+    with pytest.raises(SSDKitError, match="labels"):
+        draw_detections(image, boxes, torch.tensor([0, 1]))
+
+
+def test_save_image_round_trip(tmp_path):
+    image = torch.randint(0, 256, (3, 17, 23), dtype=torch.uint8)
+    path = tmp_path / "sub" / "img.png"
+    save_image(image, path)
+    back = np.asarray(Image.open(path))
+    assert back.shape == (17, 23, 3)
+    np.testing.assert_array_equal(back, image.permute(1, 2, 0).numpy())
+    save_image(image, tmp_path / "img.jpg")
+    assert Image.open(tmp_path / "img.jpg").format == "JPEG"
+    assert no_temp_files(tmp_path) and no_temp_files(tmp_path / "sub")
+    with pytest.raises(SSDKitError, match="img.xyz"):
+        save_image(image, tmp_path / "img.xyz")
+
+
+def test_plots_are_written(tmp_path):
+    gts = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]), "labels": torch.tensor([0, 1])}]
+    dets = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 41], [50, 50, 60, 60]]),
+            "labels": torch.tensor([0, 1, 1]),
+            "scores": torch.tensor([0.9, 0.8, 0.95]),
+        }
+    ]
+    result = evaluate_voc(dets, gts, 3, ["cat", "dog", "none"])
+    plot_pr_curves(result, tmp_path / "pr.png")
+    records = [
+        {"iteration": i, "loss": 5 / (i + 1), "loc_loss": 2 / (i + 1), "cls_loss": 3 / (i + 1)} for i in range(50)
+    ]
+    records += [{"epoch": e, "map": 0.1 * e} for e in range(1, 4)]
+    plot_training_curves(records, tmp_path / "train.png")
+    plot_training_curves(records[:5], tmp_path / "train_no_eval.svg")
+    sizes = np.exp(np.random.default_rng(0).uniform(1, 5, (200, 2)))
+    plot_anchor_fit(sizes, [(30, 30), (42, 21), (21, 42), (60, 60)], tmp_path / "anchors.png")
+    for name in ("pr.png", "train.png", "anchors.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
+            arr = np.asarray(im.convert("L"))
+            assert arr.min() < 100 and arr.max() > 200  # something is drawn on the white canvas
+    assert (tmp_path / "train_no_eval.svg").read_text().lstrip().startswith("<?xml")
+    assert no_temp_files(tmp_path)
+    with pytest.raises(SSDKitError, match="precision"):
+        plot_pr_curves({"map": 0.5}, tmp_path / "x.png")
