@@ -1,0 +1,5 @@
+import sys
+
+from ssdkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+import math
+
+import torch
+from torchvision.ops import box_iou
+
+from ssdkit.analysis import anchor_fit, coverage_report, describe, format_description
+from ssdkit.anchors import default_boxes_for
+from ssdkit.boxes import change_box_order
+from ssdkit.config import ModelConfig, ssd512_config
+from ssdkit.data.sample import Sample
+
+
+def test_describe_gives_the_notebook_numbers():
+    d = describe(ModelConfig(num_classes=10))
+    assert [lv["feature_map"] for lv in d["levels"]] == [[512, 38, 38], [1024, 19, 19], [512, 10, 10],
+                                                         [256, 5, 5], [256, 3, 3], [256, 1, 1]]
+    assert [lv["default_boxes"] for lv in d["levels"]] == [5776, 2166, 600, 150, 36, 4]
+    assert [lv["loc_channels"] for lv in d["levels"]] == [16, 24, 24, 24, 16, 16]
+    assert [lv["cls_channels"] for lv in d["levels"]] == [40, 60, 60, 60, 40, 40]
+    assert d["total_default_boxes"] == 8732
+    assert d["outputs"] == {"loc_preds": [1, 8732, 4], "cls_preds": [1, 8732, 10]}
+    assert 60 < d["gflops_per_image"] < 66  # ~63 GFLOPs per 300x300 image
+    assert d["layers"][4]["layer"].endswith("ceil_mode=True)") and d["layers"][4]["vgg16"].endswith("ceil_mode=False)")
+    text = format_description(d)
+    assert "8732" in text and "5776 + 2166 + 600 + 150 + 36 + 4" in text
+
+
+def test_describe_ssd512():
+    d = describe(ssd512_config())
+    assert d["total_default_boxes"] == 24564 and len(d["levels"]) == 7
+
+
+def _samples_of(boxes_per_image, size=300):
+    return [Sample(image_id=str(i), image_path=None, width=size, height=size, boxes=b,
+                   labels=torch.zeros(len(b), dtype=torch.long)) for i, b in enumerate(boxes_per_image)]
+
+
+def _small_object_scenes(n_images=30, per_image=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_images):
+        s = 10 + torch.rand(per_image, 1, generator=g) * 20  # 10-30 px objects
+        ar = torch.exp((torch.rand(per_image, 1, generator=g) - 0.5) * 0.6)
+        wh = torch.cat([s * ar.sqrt(), s / ar.sqrt()], 1)
+        xy = torch.rand(per_image, 2, generator=g) * (300 - wh)
+        out.append(torch.cat([xy, xy + wh], 1))
+    return out
+
+
+def test_anchor_numbers_equal_brute_force():
+    scenes = _small_object_scenes(5, 6)
+    cfg = ModelConfig()
+    r = coverage_report(torch.cat(scenes), cfg)
+    anchors = change_box_order(default_boxes_for(cfg), "xywh2xyxy")
+    for k, box in enumerate(torch.cat(scenes)):
+        best, count = 0.0, 0
+        for a in anchors:
+            iou = float(box_iou(box[None], a[None])[0, 0])
+            best = max(best, iou)
+            count += iou >= 0.5
+        assert math.isclose(r["best_iou"][k].item(), best, rel_tol=1e-6, abs_tol=1e-7)
+        assert r["num_matches"][k].item() == count
+    assert r["covered"] == int((r["num_matches"] >= 1).sum())
+
+
+def test_small_objects_low_coverage_and_recommendation_fixes_it():
+    samples = _samples_of(_small_object_scenes())
+    r = anchor_fit(samples, ModelConfig())
+    assert r["coverage"] < 0.5  # default SSD300 boxes (30..315 px) miss most 10-30 px objects
+    rec = r["recommended"]
+    assert rec["coverage"] >= 0.95
+    cfg = ModelConfig(input_size=rec["input_size"], box_sizes=tuple(rec["box_sizes"]), steps=tuple(rec["steps"]))
+    again = anchor_fit(samples, cfg, recommend=False)
+    assert abs(again["coverage"] - rec["coverage"]) < 1e-9
+    assert "box_sizes" in rec["snippet"]
