@@ -32,7 +32,7 @@ def describe(cfg: ModelConfig) -> dict:
     from torchvision.models.vgg import vgg16
 
     with torch.device("meta"):
-        model = build_model(cfg)
+        model = build_model(cfg).eval()
         vgg = vgg16(num_classes=cfg.num_classes) if cfg.width_mult == 1 and not cfg.batch_norm else None
         x = torch.empty(1, 3, cfg.input_size, cfg.input_size)
         fms = model.extractor(x)
