@@ -34,12 +34,13 @@ def default_boxes(
     box_sizes: Sequence[float],
     aspect_ratios: Sequence[Sequence[float]],
     clip_size: float | None = None,
+    clip_centers: bool = False,
 ) -> torch.Tensor:
     """All default boxes, ``Tensor[A, 4]`` float32 ``(cx, cy, w, h)`` in input pixels.
 
     Computed in float64 and rounded once to float32, so values equal the notebook's (which built them
     with Python floats). ``clip_size`` clamps widths and heights to ``[0, clip_size]`` (torchvision's
-    ``clip=True``; centres are left alone, as there).
+    ``clip=True``; centres are left alone, as there, unless ``clip_centers``: amdegroot/lufficc clamp them too).
     """
     if not (len(fm_sizes) == len(steps) == len(aspect_ratios) == len(box_sizes) - 1):
         raise ValueError(
@@ -57,6 +58,8 @@ def default_boxes(
     boxes = torch.cat(out, 0)
     if clip_size is not None:
         boxes[:, 2:] = boxes[:, 2:].clamp(0, clip_size)
+        if clip_centers:
+            boxes[:, :2] = boxes[:, :2].clamp(0, clip_size)
     return boxes.float()
 
 
@@ -68,6 +71,7 @@ def default_boxes_for(cfg: ModelConfig) -> torch.Tensor:
         cfg.box_sizes,
         cfg.aspect_ratios,
         clip_size=cfg.input_size if cfg.clip_default_boxes else None,
+        clip_centers=cfg.clip_default_box_centers,
     )
 
 

@@ -85,6 +85,7 @@ class ModelConfig:
     aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
     variances: tuple[float, float] = (0.1, 0.2)
     clip_default_boxes: bool = False
+    clip_default_box_centers: bool = False
     l2norm_scale: float = 20.0
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -206,6 +207,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # iterations; empty = 2/3 and 5/6 of the run (the paper's 80k/100k of 120k)
     gamma: float = 0.1
     warmup_iterations: int = 0
+    warmup_factor: float = 0.001  # LR multiplier at iteration 0, rising linearly to 1 over warmup_iterations
     grad_clip: float | None = None
     amp: str = "none"  # none | bf16 | fp16 (CUDA only)
     channels_last: bool = False
@@ -214,8 +216,10 @@ class TrainConfig:
     device: str = "auto"
     output_dir: str = "runs/ssdkit"
     keep_checkpoints: int = 2
+    checkpoint_every: int = 0  # iterations; 0 = only at the end of each epoch (and of the run)
     eval_every: int = 1  # epochs
     eval_metric: str = "voc07"
+    eval_batch_size: int | None = None  # None = batch_size
     log_every: int = 10
     init_from: str | None = None
     pretrained_vgg: str | None = None
