@@ -1,0 +1,285 @@
+"""End-to-end inference speed: ssdkit (eager, channels_last, torch.compile, onnxruntime) vs torchvision's SSD300.
+
+End to end = read the JPEG from disk, decode, resize to 300x300, normalise, forward, decode + per-class NMS, boxes
+back in original pixels. Equal settings everywhere: 21 classes, score > 0.01, NMS IoU 0.45, top-k 200 candidates per
+class, 200 detections per image, the same 500x375 JPEGs (written to a temp dir), random weights (nothing is
+downloaded). torchvision's ``ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21)`` runs in eval mode on a
+list of float 0-1 tensors (its own resize/normalise/postprocess), ``topk_candidates=200`` like ssdkit.
+
+Also forward-only throughput against the machine's limit: FLOPs per image (``FlopCounterMode`` on the ssdkit model)
+x images/s, divided by the fp32 matmul FLOP/s measured with a large ``torch.mm``.
+
+    python benchmarks/bench_infer.py                  # full SSD300 (width 1.0), 16 images, batch 1 and 8
+    python benchmarks/bench_infer.py --quick          # 8 images, 1 repeat, width 0.25 unless --width-mult is given
+    python benchmarks/bench_infer.py --width-mult 0.5 --no-compile --json
+
+The torchvision ratio is like for like only at ``--width-mult 1`` (torchvision's model is always full width).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ssdkit.config import ssd300_config
+from ssdkit.data.image import load_image
+from ssdkit.inference import Detector, resize_batch
+from ssdkit.models import build_model
+
+NUM_CLASSES = 21
+
+
+def write_jpegs(folder: Path, count: int, w: int = 500, h: int = 375) -> list[Path]:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:h, 0:w]
+    paths = []
+    for i in range(count):
+        img = np.stack([(x * (i + 1)) % 256, (y * 2 + i * 17) % 256, (x + y) % 256], -1).astype(np.float32)
+        for _ in range(4):  # a few flat rectangles, so the content is not pure gradient
+            x0, y0 = rng.integers(0, w - 60), rng.integers(0, h - 60)
+            img[y0:y0 + rng.integers(20, 120), x0:x0 + rng.integers(20, 160)] = rng.integers(0, 255, 3)
+        img += rng.normal(0, 8, img.shape)
+        p = folder / f"{i:04d}.jpg"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def time_e2e(run_batch, paths: list[Path], batch: int, repeat: int) -> float:
+    """Best images/s of ``run_batch(list of paths)`` over ``repeat`` passes through all images (after a warm-up)."""
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    run_batch(chunks[0])  # warm-up (allocator, lazy init, compiled graph)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for c in chunks:
+            run_batch(c)
+        best = min(best, time.perf_counter() - t)
+    return len(paths) / best
+
+
+def matmul_flops(device: torch.device, n: int = 2048, repeat: int = 5) -> float:
+    """Measured fp32 FLOP/s of a large square ``torch.mm``: the practical compute limit of this machine."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeat):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_flops(model: nn.Module, size: int, device: torch.device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+class ChannelsLast(nn.Module):
+    """Feeds the model channels_last input (the model's weights were converted too)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+        self.config = model.config
+
+    def forward(self, x: torch.Tensor):  # noqa: ANN201
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width-mult", type=float, default=None, help="ssdkit width (default 1.0; 0.25 with --quick)")
+    ap.add_argument("--images", type=int, default=None, help="JPEGs per pass (default 16; 8 with --quick)")
+    ap.add_argument("--repeat", type=int, default=None, help="timed passes, best kept (default 2; 1 with --quick)")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    width = args.width_mult if args.width_mult is not None else (0.25 if args.quick else 1.0)
+    n_images = args.images or (8 if args.quick else 16)
+    repeat = args.repeat or (1 if args.quick else 2)
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+
+    cfg = ssd300_config(num_classes=NUM_CLASSES, width_mult=width)
+    names = [f"c{i}" for i in range(NUM_CLASSES - 1)]
+    model = build_model(cfg).eval().to(device)
+    settings = dict(preset="evaluate")  # score 0.01, NMS 0.45, top-k 200, 200 detections
+    results: dict = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "width_mult": width,
+        "images": n_images,
+        "image_size": "500x375 JPEG",
+        "e2e_img_per_s": {},
+    }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), n_images)
+
+        def detector_runner(m: nn.Module):
+            det = Detector(m, cfg, names, device=device, **settings)
+            return lambda chunk: det([load_image(p) for p in chunk], batch_size=len(chunk))
+
+        runners: dict = {"ssdkit eager": detector_runner(model)}
+        runners["ssdkit channels_last"] = detector_runner(ChannelsLast(build_model(cfg).eval().to(device)))
+        if not args.no_compile:
+            runners["ssdkit torch.compile"] = detector_runner(torch.compile(build_model(cfg).eval().to(device)))
+        runners.update(onnx_runners(model, cfg, Path(tmp), say))
+
+        from torchvision.models.detection import ssd300_vgg16
+
+        tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).eval().to(device)
+        tv.topk_candidates = 200  # ssdkit's per-class candidate count (torchvision's default is 400)
+
+        def run_tv(chunk):
+            with torch.inference_mode():
+                return tv([load_image(p).to(device).float() / 255 for p in chunk])
+
+        runners["torchvision ssd300_vgg16"] = run_tv
+
+        for b in batches:
+            for name, run in runners.items():
+                key = f"{name} b{b}"
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        results["e2e_img_per_s"][key] = round(time_e2e(run, paths, b, repeat), 2)
+                except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a working C++ toolchain
+                    msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                    say(f"skip {key}: {type(e).__name__}: {msg}")
+                    results["e2e_img_per_s"][key] = None
+                    continue
+                say(f"{key:<34} {results['e2e_img_per_s'][key]:>8.2f} img/s")
+
+        # forward only, batch 8 of already resized and normalised images
+        flops = model_flops(model, cfg.input_size, device)
+        peak = matmul_flops(device)
+        x = torch.randn(8, 3, cfg.input_size, cfg.input_size, device=device)
+
+        def fwd():
+            with torch.inference_mode():
+                model(x)
+            _sync(device)
+
+        fwd()
+        best = float("inf")
+        for _ in range(max(repeat, 2)):
+            t = time.perf_counter()
+            fwd()
+            best = min(best, time.perf_counter() - t)
+        fwd_ips = 8 / best
+        results["forward"] = {
+            "gflops_per_image": round(flops / 1e9, 2),
+            "img_per_s_b8": round(fwd_ips, 2),
+            "achieved_gflop_s": round(flops * fwd_ips / 1e9, 1),
+            "matmul_gflop_s": round(peak / 1e9, 1),
+            "pct_of_flop_limit": round(100 * flops * fwd_ips / peak, 1),
+        }
+
+    e2e = results["e2e_img_per_s"]
+    ratios = {}
+    for b in batches:
+        base = e2e.get(f"torchvision ssd300_vgg16 b{b}")
+        for key, v in e2e.items():
+            if key.endswith(f" b{b}") and not key.startswith("torchvision") and v and base:
+                ratios[f"{key} / torchvision"] = round(v / base, 2)
+    results["ratios_vs_torchvision"] = ratios
+    if width != 1.0:
+        results["note"] = f"ssdkit width_mult={width}: ratios vs torchvision (full width) are not like for like"
+
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print()
+    for k, v in ratios.items():
+        print(f"{k:<48} {v:>6.2f}x")
+    f = results["forward"]
+    print(f"\nforward only, batch 8: {f['img_per_s_b8']} img/s x {f['gflops_per_image']} GFLOP/img = "
+          f"{f['achieved_gflop_s']} GFLOP/s; fp32 matmul limit {f['matmul_gflop_s']} GFLOP/s -> "
+          f"{f['pct_of_flop_limit']}% of FLOP limit")
+    if "note" in results:
+        print(f"note: {results['note']}")
+    print(f"({results['device']}, {results['threads']} threads, torch {results['torch']})")
+
+
+def onnx_runners(model: nn.Module, cfg, tmp: Path, say) -> dict:
+    """onnxruntime runners: raw graph + ssdkit decode, and the graph with decode + NMS inside."""
+    try:
+        import onnxruntime as ort
+
+        from ssdkit.coder import SSDBoxCoder
+        from ssdkit.export import export_onnx
+    except ImportError as e:
+        say(f"skip onnxruntime: {e}")
+        return {}
+    coder = SSDBoxCoder(cfg)
+    s = cfg.input_size
+    out = {}
+    names = [f"c{i}" for i in range(cfg.num_classes - 1)]
+    export_onnx(model, tmp / "raw.onnx", class_names=names)
+    export_onnx(model, tmp / "nms.onnx", with_postprocess=True, class_names=names)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    raw = ort.InferenceSession(str(tmp / "raw.onnx"), opts, providers=["CPUExecutionProvider"])
+    nms = ort.InferenceSession(str(tmp / "nms.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def scale(boxes: torch.Tensor, hw) -> torch.Tensor:
+        h, w = hw
+        return (boxes * torch.tensor([w / s, h / s, w / s, h / s])).clamp(min=0).minimum(torch.tensor([w, h, w, h]))
+
+    def run_raw(chunk):
+        imgs = [load_image(p) for p in chunk]
+        x = resize_batch([im.float() for im in imgs], s)
+        loc, logits = raw.run(None, {"images": x.numpy()})
+        dets = coder.decode_batch(torch.from_numpy(loc), torch.from_numpy(logits), score_thresh=0.01,
+                                  nms_thresh=0.45, top_k=200, max_detections=200)
+        return [scale(d["boxes"], im.shape[1:]) for d, im in zip(dets, imgs)]
+
+    def run_nms(chunk):
+        imgs = [load_image(p) for p in chunk]
+        x = resize_batch([im.float() for im in imgs], s)
+        boxes, scores, labels, count = nms.run(None, {"images": x.numpy()})
+        return [scale(torch.from_numpy(boxes[i, :k]), im.shape[1:]) for i, (k, im) in enumerate(zip(count, imgs))]
+
+    out["onnxruntime (ssdkit decode)"] = run_raw
+    out["onnxruntime (NMS in graph)"] = run_nms
+    return out
+
+
+if __name__ == "__main__":
+    main()

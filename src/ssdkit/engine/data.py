@@ -1,0 +1,320 @@
+"""Datasets and loaders from a :class:`~ssdkit.config.Config`: the one place the trainer and evaluator get data.
+
+``build_source`` turns a data spec (``"shapes"`` or a dataset path) into a
+:class:`~ssdkit.data.sample.DetectionSource`; ``build_loaders`` makes the training and validation loaders of a
+run, aware of the process's rank when distributed.
+
+Loader contract (from :mod:`ssdkit.data.loader`): batches are ``(images Tensor[B, 3, S, S] uint8, targets)``
+with per-image target dicts (``boxes [M, 4]`` float32 xyxy input pixels, ``labels [M]`` 0-based, ``ignore [M]``,
+``image_id``, ``orig_size (h, w)``, ``index``). Shuffle order and augmentation are functions of
+``(seed, epoch, index)``, so a resumed run sees the same batches; :func:`set_loader_position` starts a pass at
+any batch of any epoch without loading the skipped images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Sampler
+
+from ssdkit.config import Config, DataConfig
+from ssdkit.data.check import sanitize_sample
+from ssdkit.data.loader import DetectionDataset, DetectionLoader, make_loader
+from ssdkit.data.sample import Problem, Sample
+from ssdkit.errors import ConfigError, DataError
+
+__all__ = [
+    "SHAPES",
+    "Loaders",
+    "SanitizedSource",
+    "ShardSource",
+    "build_source",
+    "build_loaders",
+    "set_loader_position",
+    "train_fill",
+]
+
+logger = logging.getLogger("ssdkit.data")
+
+#: The data spec of the built-in synthetic dataset.
+SHAPES = "shapes"
+# Splits that select the shapes training images; any other split name selects the validation images.
+_SHAPES_TRAIN_SPLITS = (None, "train", "trainval")
+# The shapes validation images use a different dataset seed than the training ones, so they are new images.
+_SHAPES_VAL_SEED_OFFSET = 1_000_003
+# The CLI spells the list-file format "list"; the readers call it "listfile".
+_FORMAT_ALIASES = {"list": "listfile"}
+
+
+def build_source(
+    spec: str,
+    data_cfg: DataConfig | None = None,
+    split: str | None = None,
+    format: str | None = None,
+    classes: Sequence[str] | str | None = None,
+):
+    """A dataset from a data spec.
+
+    Args:
+        spec: ``"shapes"`` (the built-in synthetic set, sized and seeded by ``data_cfg.shapes_*``; ``classes``
+            picks a subset of its shapes) or a dataset
+            path for :func:`ssdkit.data.readers.read_dataset` (VOC dir, COCO json, YOLO yaml/dir, list file,
+            VEDAI dir).
+        data_cfg: the run's data config (format and classes default to it); ``None`` = :class:`DataConfig`.
+        split: split name in the format's sense (VOC ``trainval``/``test``, COCO ``val2017``, ...). For shapes,
+            ``None``/``"train"``/``"trainval"`` give the ``shapes_train_count`` training images and any other
+            name (``"val"``, ``"test"``) the ``shapes_val_count`` validation images.
+        format: force a reader (``voc``, ``coco``, ``yolo``, ``listfile``/``list``, ``vedai``).
+        classes: class names (list or names file); fixes the label order (pass the training names when
+            reading a validation set).
+
+    Returns:
+        A :class:`~ssdkit.data.sample.DetectionSource` (``ShapesDataset`` or ``AnnotatedDataset``) with
+        ``class_names``, ``sample(i)`` (boxes xyxy image pixels) and ``load_image(i)``. Boxes are as read; the
+        training policy (clip, drop degenerate) is applied by :class:`SanitizedSource`.
+
+    Raises:
+        DataError: the path does not exist or cannot be read (the message names the file).
+    """
+    data_cfg = data_cfg or DataConfig()
+    if spec == SHAPES:
+        from ssdkit.data.shapes import ShapesDataset
+
+        if split in _SHAPES_TRAIN_SPLITS:
+            count, seed = data_cfg.shapes_train_count, data_cfg.shapes_seed
+        else:
+            count, seed = data_cfg.shapes_val_count, data_cfg.shapes_seed + _SHAPES_VAL_SEED_OFFSET
+        names = classes if classes is not None else data_cfg.classes
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        kwargs = {"class_names": tuple(names)} if names else {}
+        try:
+            return ShapesDataset(count, seed=seed, image_size=data_cfg.shapes_image_size, **kwargs)
+        except ValueError as e:
+            raise DataError(f"shapes: {e} (data.classes / data.shapes_* settings)") from None
+    from ssdkit.data.readers import read_dataset
+
+    fmt = format or data_cfg.format
+    fmt = _FORMAT_ALIASES.get(fmt, fmt)
+    names = classes if classes is not None else data_cfg.classes
+    if fmt == "vedai":
+        names = None  # fixed classes; the reader rejects a list
+    return read_dataset(spec, format=fmt, split=split, classes=list(names) if isinstance(names, tuple) else names)
+
+
+class SanitizedSource:
+    """A source whose samples follow the training box policy (:func:`ssdkit.data.check.sanitize_sample`).
+
+    Boxes are clipped to the image and boxes under 1 px dropped, once per sample (cached); ``problems`` lists
+    every fix. With ``strict`` the first problem raises :class:`~ssdkit.errors.DataError` instead.
+    """
+
+    def __init__(self, source, strict: bool = False) -> None:
+        self.source = source
+        self.strict = bool(strict)
+        self.class_names = tuple(source.class_names)
+        self.problems: list[Problem] = []
+        self._cache: dict[int, Sample] = {}
+        for attr in ("format", "root"):
+            if hasattr(source, attr):
+                setattr(self, attr, getattr(source, attr))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def sample(self, index: int) -> Sample:
+        if index not in self._cache:
+            fixed, problems = sanitize_sample(self.source.sample(index), strict=self.strict)
+            self.problems.extend(problems)
+            self._cache[index] = fixed
+        return self._cache[index]
+
+    def load_image(self, index: int) -> torch.Tensor:
+        return self.source.load_image(index)
+
+    def scan(self) -> list[Problem]:
+        """Sanitize every sample now (annotations only) and return all problems found."""
+        for i in range(len(self)):
+            self.sample(i)
+        return self.problems
+
+
+class ShardSource:
+    """Images ``indices`` of ``source`` (e.g. ``rank::world_size``), renumbered from 0.
+
+    Distributed evaluation reads shards without the padding of ``DistributedSampler`` (which repeats images
+    and would count their ground truth twice in the mAP).
+    """
+
+    def __init__(self, source, indices: Sequence[int]) -> None:
+        self.source = source
+        self.indices = list(indices)
+        self.class_names = tuple(source.class_names)
+        for attr in ("format", "root"):
+            if hasattr(source, attr):
+                setattr(self, attr, getattr(source, attr))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def sample(self, index: int) -> Sample:
+        return self.source.sample(self.indices[index])
+
+    def load_image(self, index: int) -> torch.Tensor:
+        return self.source.load_image(self.indices[index])
+
+
+class _ResumableBatchSampler(Sampler):
+    """Wraps a ``BatchSampler``; the next pass starts ``skip`` batches in (index lists only, no image loading)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.skip = 0
+
+    @property
+    def sampler(self):  # DetectionLoader.set_epoch reaches the epoch sampler through this
+        return self.inner.sampler
+
+    @property
+    def batch_size(self) -> int:
+        return self.inner.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self.inner.drop_last
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[list]:
+        skip, self.skip = self.skip, 0
+        it = iter(self.inner)
+        for _ in range(skip):
+            if next(it, None) is None:
+                return
+        yield from it
+
+
+def _resumable(loader: DetectionLoader) -> DetectionLoader:
+    """The same loader with a batch sampler that can start mid-epoch (see :func:`set_loader_position`)."""
+    kwargs = dict(
+        batch_sampler=_ResumableBatchSampler(loader.batch_sampler),
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
+    )
+    if loader.num_workers > 0:
+        kwargs["persistent_workers"] = loader.persistent_workers
+    return type(loader)(loader.dataset, **kwargs)
+
+
+def set_loader_position(loader: DetectionLoader, epoch: int, skip_batches: int = 0) -> None:
+    """Make the next pass over ``loader`` epoch ``epoch`` (0-based) starting at batch ``skip_batches``.
+
+    The skipped batches' indices are drawn (so the order is exactly the uninterrupted one) but their images
+    are never loaded. ``loader`` must come from :func:`build_loaders` for ``skip_batches > 0``.
+    """
+    loader.set_epoch(epoch)
+    if skip_batches:
+        if not isinstance(loader.batch_sampler, _ResumableBatchSampler):
+            raise TypeError("set_loader_position: skip_batches needs a loader made by build_loaders")
+        loader.batch_sampler.skip = int(skip_batches)
+
+
+def train_fill(cfg: Config) -> tuple[int, int, int]:
+    """The zoom-out canvas colour: the model's input mean in RGB pixels."""
+    mean = cfg.model.mean[::-1] if cfg.model.channel_order == "bgr" else cfg.model.mean
+    return tuple(int(round(255 * m)) for m in mean)  # type: ignore[return-value]
+
+
+@dataclass
+class Loaders:
+    """What :func:`build_loaders` returns.
+
+    ``train_source`` is sanitized (the training box policy); ``val_source`` is the full validation set as read
+    (ground truth of record) and ``val_loader`` reads this process's shard of it when distributed.
+    """
+
+    train_loader: DetectionLoader
+    val_loader: DetectionLoader | None
+    class_names: tuple[str, ...]
+    train_source: SanitizedSource
+    val_source: object | None
+    per_process_batch_size: int
+
+
+def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool = True) -> Loaders:
+    """Training and validation loaders of a run.
+
+    Args:
+        cfg: the run config; ``train.batch_size`` is the global batch (divided among processes).
+        distributed: shard the data among ``ignite.distributed`` processes; ``None`` = when world size > 1.
+        with_val: also build the validation loader (``data.val``; skipped when it is empty/None).
+
+    Raises:
+        ConfigError: ``model.num_classes`` does not fit the data's class list, or ``train.batch_size`` does not
+            fit the world size or the dataset.
+        DataError: a dataset cannot be read (the reader's message).
+    """
+    import ignite.distributed as idist
+
+    from ssdkit.data.transforms import SSDEvalTransform, SSDTrainTransform
+
+    world = idist.get_world_size()
+    rank = idist.get_rank()
+    if distributed is None:
+        distributed = world > 1
+    d, t = cfg.data, cfg.train
+    if t.batch_size % (world if distributed else 1):
+        raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by the {world} processes")
+    batch = t.batch_size // (world if distributed else 1)
+
+    raw_train = build_source(d.train, d, d.train_split)
+    train_source = SanitizedSource(raw_train, strict=d.strict)
+    class_names = tuple(train_source.class_names)
+    if cfg.model.num_classes != len(class_names) + 1:
+        raise ConfigError(
+            f"model.num_classes: {cfg.model.num_classes} but the training data {d.train!r} has {len(class_names)} "
+            f"classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}); "
+            f"set model.num_classes={len(class_names) + 1} (classes + background)"
+        )
+    if len(train_source) < batch:
+        raise ConfigError(
+            f"train.batch_size: {t.batch_size} ({batch} per process) is larger than the {len(train_source)} "
+            f"training images of {d.train!r}"
+        )
+    size = cfg.model.input_size
+    transform = SSDTrainTransform(size, fill=train_fill(cfg)) if d.augment else SSDEvalTransform(size)
+    train_loader = make_loader(
+        DetectionDataset(train_source, transform),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=d.num_workers,
+        seed=t.seed,
+        drop_last=True,  # equal batches: BatchNorm statistics and per-iteration LR schedule stay comparable
+        distributed=distributed,
+    )
+    train_loader = _resumable(train_loader)
+
+    val_loader, val_source = None, None
+    if with_val and d.val:
+        val_source = build_source(d.val, d, d.val_split, classes=None if d.val == SHAPES else class_names)
+        if tuple(val_source.class_names) != class_names:
+            raise DataError(
+                f"{d.val}: validation classes {list(val_source.class_names)} differ from the training classes "
+                f"{list(class_names)}"
+            )
+        shard = ShardSource(val_source, range(rank, len(val_source), world)) if distributed else val_source
+        val_loader = make_loader(
+            DetectionDataset(shard, SSDEvalTransform(size)),
+            batch_size=t.eval_batch_size or batch,
+            shuffle=False,
+            num_workers=d.num_workers,
+            seed=t.seed,
+        )
+    return Loaders(train_loader, val_loader, class_names, train_source, val_source, batch)

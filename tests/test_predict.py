@@ -1,0 +1,112 @@
+"""predict: folders, globs, unreadable files, EXIF rotation, detections.json / images.json, drawn images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssdkit.checkpoint import save_checkpoint
+from ssdkit.config import Config, ModelConfig
+from ssdkit.errors import CheckpointError, SSDKitError
+from ssdkit.inference import expand_inputs, predict
+from ssdkit.models import build_model
+
+CFG = ModelConfig(width_mult=0.125, num_classes=4)
+NAMES = ("cat", "dog", "bird")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model(CFG).eval(), Config(model=CFG), NAMES)
+    return path
+
+
+def _make_folder(root):
+    root.mkdir()
+    (root / "sub").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60), dtype=np.uint8), mode="L").save(root / "gray.png")
+    # stored 80 wide x 50 high, EXIF orientation 6 (rotate 90 cw): shown 50 wide x 80 high
+    im = Image.fromarray(rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(root / "sub" / "rotated.JPG", exif=exif.tobytes())
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (root / "notes.txt").write_text("not an image")
+
+
+def test_predict_folder(tmp_path, checkpoint, capsys):
+    _make_folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    summary = predict(checkpoint, [str(tmp_path / "imgs")], out, score=0.3, batch=2, device="cpu", progress=True)
+    assert summary["images"] == 2
+    assert len(summary["skipped"]) == 1 and "broken.jpg" in summary["skipped"][0]
+    assert "\n" not in summary["skipped"][0]
+    err = capsys.readouterr().err
+    assert err.count("skipped:") == 1 and "broken.jpg" in err
+
+    drawn = {p.split("/")[-1]: p for p in summary["drawn"]}
+    assert set(drawn) == {"gray.png", "rotated.jpg"}
+    assert Image.open(drawn["rotated.jpg"]).size == (50, 80)  # drawn the right side up
+    assert Image.open(drawn["gray.png"]).size == (60, 40)
+
+    results = json.loads((out / "detections.json").read_text())
+    index = json.loads((out / "images.json").read_text())
+    assert isinstance(results, list) and len(results) == summary["detections"]
+    ids = {img["id"] for img in index["images"]}
+    assert ids == {"gray", "rotated"}
+    sizes = {img["id"]: (img["width"], img["height"]) for img in index["images"]}
+    assert sizes["rotated"] == (50, 80)
+    assert [c["id"] for c in index["categories"]] == [1, 2, 3]
+    for r in results:
+        assert r["image_id"] in ids and r["category_id"] in (1, 2, 3) and r["score"] > 0.3
+        w, h = sizes[r["image_id"]]
+        x, y, bw, bh = r["bbox"]
+        assert 0 <= x <= x + bw <= w + 1e-3 and 0 <= y <= y + bh <= h + 1e-3
+
+
+def test_predict_results_evaluate_against_coco_ground_truth(tmp_path, checkpoint):
+    from ssdkit.metrics import evaluate_coco_files
+
+    _make_folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    predict(checkpoint, [str(tmp_path / "imgs" / "**" / "*.*")], out, score=0.2, device="cpu", draw=False,
+            progress=False)
+    index = json.loads((out / "images.json").read_text())
+    gt = dict(index, annotations=[{"id": 1, "image_id": "gray", "category_id": 2, "bbox": [5, 5, 20, 20],
+                                   "area": 400, "iscrowd": 0}])
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    result = evaluate_coco_files(tmp_path / "gt.json", out / "detections.json")
+    assert "AP" in result
+    assert not (out / "gray.png").exists()  # draw=False
+
+
+def test_numeric_stems_become_integer_ids(tmp_path, checkpoint):
+    d = tmp_path / "coco"
+    d.mkdir()
+    for stem in ("000000000139", "000000000285"):
+        Image.new("RGB", (64, 48), (120, 30, 200)).save(d / f"{stem}.jpg")
+    summary = predict(checkpoint, [str(d)], tmp_path / "out", device="cpu", progress=False)
+    index = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert summary["images"] == 2 and sorted(i["id"] for i in index["images"]) == [139, 285]
+
+
+def test_expand_inputs_reports_missing_and_dedupes(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.PNG")
+    files, problems = expand_inputs([str(tmp_path), str(tmp_path / "a.PNG"), str(tmp_path / "nope.jpg"),
+                                     str(tmp_path / "*.gif")])
+    assert [f.name for f in files] == ["a.PNG"]
+    assert len(problems) == 2 and "nope.jpg" in problems[0] and "*.gif" in problems[1]
+
+
+def test_predict_errors(tmp_path, checkpoint):
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        predict(tmp_path / "missing.pt", [str(tmp_path)], tmp_path / "out", device="cpu", progress=False)
+    with pytest.raises(SSDKitError, match="no image files"):
+        predict(checkpoint, [str(tmp_path / "nothing_here")], tmp_path / "out", device="cpu", progress=False)
