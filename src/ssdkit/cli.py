@@ -194,8 +194,13 @@ def cmd_import_weights(args) -> int:
     if args.json:
         _print_json(report)
     else:
-        for k, v in report.items():
-            print(f"{k}: {v}")
+        mapped = report.get("mapped", {})
+        print(f"imported {report.get('variant', args.source)}: {report.get('num_classes')} classes (incl. background), "
+              f"{len(mapped)} tensors mapped -> {args.out}")
+        for k, v in report.get("constants", {}).items():
+            print(f"constant: {k} = {v}")
+        for note in report.get("notes", []):
+            print(f"note: {note}")
     return 0
 
 

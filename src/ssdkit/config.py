@@ -188,6 +188,10 @@ class DataConfig:
     shapes_val_count: int = 100
     shapes_seed: int = 0
     shapes_image_size: int = 300
+    shapes_min_size: float = 8.0  # object size range (longer box side, px), log-uniform
+    shapes_max_size: float | None = None  # None = 90% of the image side
+    shapes_min_objects: int = 1
+    shapes_max_objects: int = 6
     augment: bool = True
     num_workers: int = 0
     strict: bool = False

@@ -219,3 +219,23 @@ def test_init_from_checkpoint_with_a_different_class_list(tmp_path):
     ck = load_checkpoint(summary["last_checkpoint"])
     assert ck["class_names"] == ["circle", "square", "triangle"]
     assert ck["model"]["cls_layers.0.weight"].shape[0] == model.num_anchors[0] * 4
+
+
+def test_init_from_refuses_a_trunk_that_does_not_fit_and_warns_on_preprocessing(tmp_path):
+    from dataclasses import replace
+
+    from ssdkit.errors import CheckpointError
+
+    cfg = tiny_config(tmp_path)
+    path = tmp_path / "src.pt"
+    save_checkpoint(path, build_model(cfg.model), cfg, cfg_names(cfg))
+    wider = build_model(replace(cfg.model, width_mult=cfg.model.width_mult * 2))
+    with pytest.raises(CheckpointError, match="trunk tensor"):
+        init_from_checkpoint(wider, path)
+    other_norm = build_model(replace(cfg.model, mean=(0.5, 0.5, 0.5)))
+    report = init_from_checkpoint(other_norm, path)
+    assert any("model.mean" in w for w in report["warnings"])
+
+
+def cfg_names(cfg):
+    return [f"c{i}" for i in range(cfg.model.num_classes - 1)]

@@ -92,7 +92,10 @@ def build_source(
             names = [n.strip() for n in names.split(",") if n.strip()]
         kwargs = {"class_names": tuple(names)} if names else {}
         try:
-            return ShapesDataset(count, seed=seed, image_size=data_cfg.shapes_image_size, **kwargs)
+            return ShapesDataset(count, seed=seed, image_size=data_cfg.shapes_image_size,
+                                 min_size=data_cfg.shapes_min_size, max_size=data_cfg.shapes_max_size,
+                                 min_objects=data_cfg.shapes_min_objects, max_objects=data_cfg.shapes_max_objects,
+                                 **kwargs)
         except ValueError as e:
             raise DataError(f"shapes: {e} (data.classes / data.shapes_* settings)") from None
     from ssdkit.data.readers import read_dataset

@@ -192,7 +192,8 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str,
         CheckpointError: unreadable file, or not a single tensor of it fits the model.
     """
     net = _unwrap(model)
-    state = load_checkpoint(path)["model"]
+    ckpt = load_checkpoint(path)
+    state = ckpt["model"]
     own = net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     heads = {"cls_layers.": False, "loc_layers.": False}
@@ -204,14 +205,35 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str,
                 fits.pop(k, None)
     if not fits:
         raise CheckpointError(f"{path}: no tensor of the checkpoint fits the model (different architecture?)")
+    # Only the heads may change when fine-tuning: a trunk tensor left at random would silently cost accuracy.
+    trunk_misfit = [k for k in own if not k.startswith(tuple(heads)) and k not in fits]
+    if trunk_misfit:
+        shapes = ", ".join(
+            f"{k} {list(state[k].shape) if k in state else 'missing'} vs {list(own[k].shape)}" for k in trunk_misfit[:3]
+        )
+        raise CheckpointError(
+            f"{path}: {len(trunk_misfit)} trunk tensor(s) do not fit the model ({shapes}); only the heads may "
+            "differ (check model.width_mult / batch_norm / arch)"
+        )
     net.load_state_dict(fits, strict=False)
     if hasattr(net, "reset_heads") and not heads["cls_layers."]:
         # the fresh heads of a new model are already initialised; re-init makes the intent explicit
         net.reset_heads(loc=not heads["loc_layers."])
+    warnings_ = []
+    new_cfg = getattr(net, "config", None)
+    old_cfg = ckpt["config"].model
+    if new_cfg is not None:
+        for key in ("mean", "std", "channel_order", "box_sizes", "steps", "clip_default_boxes", "variances"):
+            if getattr(old_cfg, key) != getattr(new_cfg, key):
+                warnings_.append(f"model.{key} differs from the checkpoint's ({getattr(old_cfg, key)} there, "
+                                 f"{getattr(new_cfg, key)} here)")
+    for w in warnings_:
+        logger.warning("init_from %s: %s", path, w)
     report = {
         "loaded": sorted(fits),
         "initialised": sorted(k for k in own if k not in fits),
         "unused": sorted(k for k in state if k not in fits),
+        "warnings": warnings_,
     }
     return report
 
