@@ -27,6 +27,7 @@ DEMO = {
         "shapes_max_size": 200,
         "shapes_max_objects": 4,
         "num_workers": 1,
+        "augment": False,  # measured: 0.69 mAP vs 0.28 with full SSD augmentation at this budget
     },
     "train": {
         "batch_size": 16,
