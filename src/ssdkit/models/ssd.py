@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -74,6 +76,17 @@ class SSD(nn.Module):
         return torch.cat(loc_preds, 1), torch.cat(cls_preds, 1)
 
 
+def _preset_config(
+    preset: Callable[..., ModelConfig], num_classes: int, config: ModelConfig | None, overrides: dict
+) -> ModelConfig:
+    """The config for a preset class: ``preset(num_classes, **overrides)``, or ``config`` with those replaced."""
+    if config is None:
+        return preset(num_classes, **overrides)
+    if overrides or config.num_classes != num_classes:
+        return replace_model(config, num_classes=num_classes, **overrides)
+    return config
+
+
 class SSD300(SSD):
     """SSD300 (8732 default boxes). ``num_classes`` counts background (21 for VOC).
 
@@ -81,22 +94,14 @@ class SSD300(SSD):
     """
 
     def __init__(self, num_classes: int = 21, config: ModelConfig | None = None, **overrides) -> None:
-        if config is None:
-            config = ssd300_config(num_classes, **overrides)
-        elif overrides or config.num_classes != num_classes:
-            config = replace_model(config, num_classes=num_classes, **overrides)
-        super().__init__(config)
+        super().__init__(_preset_config(ssd300_config, num_classes, config, overrides))
 
 
 class SSD512(SSD):
     """SSD512 (24564 default boxes, seven levels), as in the SSD paper and torchcv."""
 
     def __init__(self, num_classes: int = 21, config: ModelConfig | None = None, **overrides) -> None:
-        if config is None:
-            config = ssd512_config(num_classes, **overrides)
-        elif overrides or config.num_classes != num_classes:
-            config = replace_model(config, num_classes=num_classes, **overrides)
-        super().__init__(config)
+        super().__init__(_preset_config(ssd512_config, num_classes, config, overrides))
 
 
 def build_model(config: ModelConfig) -> SSD:
