@@ -6,25 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from ssdkit.checkpoint import save_checkpoint
-from ssdkit.config import Config, ModelConfig
 from ssdkit.errors import CheckpointError, SSDKitError
 from ssdkit.inference import expand_inputs, predict
-from ssdkit.models import build_model
-
-CFG = ModelConfig(width_mult=0.125, num_classes=4)
-NAMES = ("cat", "dog", "bird")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(CFG).eval(), Config(model=CFG), NAMES)
-    return path
 
 
 def _make_folder(root):
@@ -41,10 +26,10 @@ def _make_folder(root):
     (root / "notes.txt").write_text("not an image")
 
 
-def test_predict_folder(tmp_path, checkpoint, capsys):
+def test_predict_folder(tmp_path, tiny_checkpoint, capsys):
     _make_folder(tmp_path / "imgs")
     out = tmp_path / "out"
-    summary = predict(checkpoint, [str(tmp_path / "imgs")], out, score=0.3, batch=2, device="cpu", progress=True)
+    summary = predict(tiny_checkpoint, [str(tmp_path / "imgs")], out, score=0.3, batch=2, device="cpu", progress=True)
     assert summary["images"] == 2
     assert len(summary["skipped"]) == 1 and "broken.jpg" in summary["skipped"][0]
     assert "\n" not in summary["skipped"][0]
@@ -71,12 +56,12 @@ def test_predict_folder(tmp_path, checkpoint, capsys):
         assert 0 <= x <= x + bw <= w + 1e-3 and 0 <= y <= y + bh <= h + 1e-3
 
 
-def test_predict_results_evaluate_against_coco_ground_truth(tmp_path, checkpoint):
+def test_predict_results_evaluate_against_coco_ground_truth(tmp_path, tiny_checkpoint):
     from ssdkit.metrics import evaluate_coco_files
 
     _make_folder(tmp_path / "imgs")
     out = tmp_path / "out"
-    predict(checkpoint, [str(tmp_path / "imgs" / "**" / "*.*")], out, score=0.2, device="cpu", draw=False,
+    predict(tiny_checkpoint, [str(tmp_path / "imgs" / "**" / "*.*")], out, score=0.2, device="cpu", draw=False,
             progress=False)
     index = json.loads((out / "images.json").read_text())
     gt = dict(index, annotations=[{"id": 1, "image_id": "gray", "category_id": 2, "bbox": [5, 5, 20, 20],
@@ -87,12 +72,12 @@ def test_predict_results_evaluate_against_coco_ground_truth(tmp_path, checkpoint
     assert not (out / "gray.png").exists()  # draw=False
 
 
-def test_numeric_stems_become_integer_ids(tmp_path, checkpoint):
+def test_numeric_stems_become_integer_ids(tmp_path, tiny_checkpoint):
     d = tmp_path / "coco"
     d.mkdir()
     for stem in ("000000000139", "000000000285"):
         Image.new("RGB", (64, 48), (120, 30, 200)).save(d / f"{stem}.jpg")
-    summary = predict(checkpoint, [str(d)], tmp_path / "out", device="cpu", progress=False)
+    summary = predict(tiny_checkpoint, [str(d)], tmp_path / "out", device="cpu", progress=False)
     index = json.loads((tmp_path / "out" / "images.json").read_text())
     assert summary["images"] == 2 and sorted(i["id"] for i in index["images"]) == [139, 285]
 
@@ -105,8 +90,8 @@ def test_expand_inputs_reports_missing_and_dedupes(tmp_path):
     assert len(problems) == 2 and "nope.jpg" in problems[0] and "*.gif" in problems[1]
 
 
-def test_predict_errors(tmp_path, checkpoint):
+def test_predict_errors(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="missing.pt"):
         predict(tmp_path / "missing.pt", [str(tmp_path)], tmp_path / "out", device="cpu", progress=False)
     with pytest.raises(SSDKitError, match="no image files"):
-        predict(checkpoint, [str(tmp_path / "nothing_here")], tmp_path / "out", device="cpu", progress=False)
+        predict(tiny_checkpoint, [str(tmp_path / "nothing_here")], tmp_path / "out", device="cpu", progress=False)
