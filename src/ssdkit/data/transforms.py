@@ -35,7 +35,18 @@ __all__ = ["SSDTrainTransform", "SSDEvalTransform", "normalize", "normalize_for"
 _MAX_CROP_ROUNDS = 100
 
 
-def _check_inputs(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor | None):
+def _check_size(size: int) -> int:
+    """The output side of a transform, validated: a positive integer."""
+    if int(size) != size or size < 1:
+        raise ValueError(f"size: expected a positive integer, got {size!r}")
+    return int(size)
+
+
+def _check_inputs(
+    image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The input checks of both transforms' ``__call__``: ``image`` must be ``Tensor[3, H, W]`` uint8; returns
+    ``(boxes [M, 4] float32, labels [M] int64, ignore [M] bool)`` (``ignore`` all False when None)."""
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"image: expected a Tensor[3, H, W], got {shape}")
@@ -159,8 +170,7 @@ class SSDTrainTransform:
         channel_swap_p: float = 0.0,
         min_box_size: float = 0.0,
     ) -> None:
-        if int(size) != size or size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size!r}")
+        size = _check_size(size)
         if len(fill) != 3 or any(not 0 <= v <= 255 for v in fill):
             raise ValueError(f"fill: expected 3 values in [0, 255], got {fill!r}")
         if max_expand < 1:
@@ -175,7 +185,7 @@ class SSDTrainTransform:
             raise ValueError(f"iou_rule: expected 'any' or 'all', got {iou_rule!r}")
         if max_trials < 1:
             raise ValueError(f"max_trials: must be >= 1, got {max_trials!r}")
-        self.size = int(size)
+        self.size = size
         self.fill = tuple(int(v) for v in fill)
         self.max_expand = float(max_expand)
         self.expand_p = float(expand_p)
@@ -407,9 +417,7 @@ class SSDEvalTransform:
     """
 
     def __init__(self, size: int = 300) -> None:
-        if int(size) != size or size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size!r}")
-        self.size = int(size)
+        self.size = _check_size(size)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
