@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ssdkit.data.image import image_size, load_image
-from ssdkit.data.readers.base import AnnotatedDataset
+from ssdkit.data.readers.base import AnnotatedDataset, error_reason
 from ssdkit.data.sample import Problem, Sample
 from ssdkit.errors import DataError
 
@@ -270,7 +270,7 @@ def _verify_image(s: Sample, decode: bool) -> list[Problem]:
         else:
             w, h = image_size(s.image_path)
     except DataError as e:
-        reason = str(e).removeprefix(f"{s.image_path}: ")
+        reason = error_reason(e, s.image_path)
         return [Problem(str(s.image_path), f"image {s.image_id}", reason, "unreadable")]
     if (w, h) != (s.width, s.height):
         return [

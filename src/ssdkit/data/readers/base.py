@@ -9,11 +9,19 @@ from pathlib import Path
 
 import torch
 
-from ssdkit.data.image import IMAGE_EXTENSIONS, load_image
+from ssdkit.data.image import IMAGE_EXTENSIONS, image_size, load_image
 from ssdkit.data.sample import Problem, Sample
 from ssdkit.errors import DataError
 
-__all__ = ["AnnotatedDataset", "resolve_classes", "make_sample", "drop_duplicate_ids", "ImageIndex"]
+__all__ = [
+    "AnnotatedDataset",
+    "resolve_classes",
+    "make_sample",
+    "read_image_size",
+    "error_reason",
+    "drop_duplicate_ids",
+    "ImageIndex",
+]
 
 
 @dataclass
@@ -122,6 +130,31 @@ def make_sample(
         class_names=class_names,
         extra=dict(extra),
     )
+
+
+def error_reason(err: DataError, path: str | os.PathLike) -> str:
+    """``err``'s message without its leading ``"<path>: "``, for a :class:`Problem` whose ``file`` names ``path``."""
+    return str(err).removeprefix(f"{os.fspath(path)}: ")
+
+
+def read_image_size(
+    image_path: Path, problems: list[Problem], file: str | None = None, element: str = ""
+) -> tuple[int, int] | None:
+    """``(width, height)`` from ``image_path``'s header, or None after adding one :class:`Problem` to ``problems``.
+
+    The problem is ``missing_image`` when the file is gone, else ``unreadable``; it is filed under ``file`` and
+    ``element`` (default: the image itself, and then its message does not repeat the path).
+    """
+    try:
+        return image_size(image_path)
+    except DataError as e:
+        kind = "unreadable" if image_path.exists() else "missing_image"
+        if file is None:
+            file, reason = str(image_path), error_reason(e, image_path)
+        else:
+            reason = str(e)
+        problems.append(Problem(file, element, f"{reason}; skipped", kind))
+        return None
 
 
 def drop_duplicate_ids(samples: list[Sample], problems: list[Problem]) -> list[Sample]:

@@ -21,8 +21,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdkit.data.image import image_size
-from ssdkit.data.readers.base import AnnotatedDataset, drop_duplicate_ids, make_sample, resolve_classes
+from ssdkit.data.readers.base import (
+    AnnotatedDataset,
+    drop_duplicate_ids,
+    make_sample,
+    read_image_size,
+    resolve_classes,
+)
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
 
@@ -147,11 +152,10 @@ def read_coco(
             continue
         width, height = img.get("width"), img.get("height")
         if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
-            try:
-                width, height = image_size(image_path)
-            except DataError as e:
-                problems.append(Problem(str(image_path), "", f"{e}; skipped", "unreadable"))
+            size = read_image_size(image_path, problems)
+            if size is None:
                 continue
+            width, height = size
         boxes, labels, ignore = per_image[img["id"]]
         samples.append(
             make_sample(

@@ -15,8 +15,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdkit.data.image import IMAGE_EXTENSIONS, image_size
-from ssdkit.data.readers.base import AnnotatedDataset, drop_duplicate_ids, make_sample, resolve_classes
+from ssdkit.data.image import IMAGE_EXTENSIONS
+from ssdkit.data.readers.base import (
+    AnnotatedDataset,
+    drop_duplicate_ids,
+    make_sample,
+    read_image_size,
+    resolve_classes,
+)
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
 
@@ -88,11 +94,10 @@ def read_listfile(
         if not image_path.is_file():
             problems.append(Problem(file, where, f"image {image_path} not found; skipped", "missing_image"))
             continue
-        try:
-            width, height = image_size(image_path)
-        except DataError as e:
-            problems.append(Problem(file, where, f"{e}; skipped", "unreadable"))
+        size = read_image_size(image_path, problems, file, where)
+        if size is None:
             continue
+        width, height = size
         records.append((line_no, rel, image_path, width, height, objs))
 
     names = resolve_classes(classes)

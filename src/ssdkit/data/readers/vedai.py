@@ -30,8 +30,7 @@ import os
 import re
 from pathlib import Path
 
-from ssdkit.data.image import image_size
-from ssdkit.data.readers.base import AnnotatedDataset, drop_duplicate_ids, make_sample
+from ssdkit.data.readers.base import AnnotatedDataset, drop_duplicate_ids, make_sample, read_image_size
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
 
@@ -111,11 +110,10 @@ def read_vedai(
                 Problem(str(img_dir / f"{image_id}_{modality}.png"), "", "image not found; skipped", "missing_image")
             )
             continue
-        try:
-            width, height = image_size(image_path)
-        except DataError as e:
-            problems.append(Problem(str(image_path), "", f"{e}; skipped", "unreadable"))
+        size = read_image_size(image_path, problems)
+        if size is None:
             continue
+        width, height = size
         boxes, labels, contained, occluded = [], [], [], []
         for line_no, cid, xs, ys, is_contained, is_occluded in objects.get(image_id, []):
             if cid not in _LABEL_OF_ID:

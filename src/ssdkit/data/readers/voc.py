@@ -29,8 +29,15 @@ from pathlib import Path
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from ssdkit.data.image import image_size
-from ssdkit.data.readers.base import AnnotatedDataset, ImageIndex, drop_duplicate_ids, make_sample, resolve_classes
+from ssdkit.data.readers.base import (
+    AnnotatedDataset,
+    ImageIndex,
+    drop_duplicate_ids,
+    error_reason,
+    make_sample,
+    read_image_size,
+    resolve_classes,
+)
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
 
@@ -186,7 +193,7 @@ def read_voc(
             try:
                 parsed = parse_voc_xml(xml_path)
             except DataError as e:
-                problems.append(Problem(str(xml_path), "", f"{_strip_path(e, xml_path)}; file skipped", "parse_error"))
+                problems.append(Problem(str(xml_path), "", f"{error_reason(e, xml_path)}; file skipped", "parse_error"))
                 continue
             records.append((index, image_id, xml_path, parsed))
 
@@ -214,11 +221,10 @@ def read_voc(
                 )
             )
             continue
-        try:
-            width, height = image_size(image_path)
-        except DataError as e:
-            problems.append(Problem(str(image_path), "", f"{_strip_path(e, image_path)}; skipped", "unreadable"))
+        size = read_image_size(image_path, problems)
+        if size is None:
             continue
+        width, height = size
         if parsed["size"] is not None and parsed["size"] != (width, height):
             problems.append(
                 Problem(
@@ -258,10 +264,3 @@ def read_voc(
 def _available_splits(path: Path) -> str:
     found = sorted({p.stem for p in path.glob("**/ImageSets/Main/*.txt") if "_" not in p.stem})
     return f"available: {', '.join(found)}" if found else "no ImageSets/Main/*.txt found"
-
-
-def _strip_path(err: DataError, path: Path) -> str:
-    # Problem.file already names the file; keep only the reason.
-    msg = str(err)
-    prefix = f"{os.fspath(path)}: "
-    return msg[len(prefix) :] if msg.startswith(prefix) else msg

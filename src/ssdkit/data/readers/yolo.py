@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from ssdkit.data.image import IMAGE_EXTENSIONS, image_size
+from ssdkit.data.image import IMAGE_EXTENSIONS
 from ssdkit.data.readers.base import (
     AnnotatedDataset,
     drop_duplicate_ids,
     make_sample,
+    read_image_size,
     read_names_file,
     resolve_classes,
 )
@@ -112,12 +113,10 @@ def read_yolo(
     records = []
     for image_path in image_paths:
         label_path = label_path_for(image_path)
-        try:
-            width, height = image_size(image_path)
-        except DataError as e:
-            kind = "missing_image" if not image_path.exists() else "unreadable"
-            problems.append(Problem(str(image_path), "", f"{_reason(e, image_path)}; skipped", kind))
+        size = read_image_size(image_path, problems)
+        if size is None:
             continue
+        width, height = size
         objs = _read_label_file(label_path, problems) if label_path.is_file() else []
         records.append((image_path, label_path, width, height, objs))
 
@@ -275,8 +274,3 @@ def _read_label_file(label_path: Path, problems: list[Problem]) -> list[tuple]:
             continue
         out.append((int(cls_f), cx, cy, w, h, line_no))
     return out
-
-
-def _reason(err: DataError, path: Path) -> str:
-    msg, prefix = str(err), f"{os.fspath(path)}: "
-    return msg[len(prefix) :] if msg.startswith(prefix) else msg
