@@ -108,7 +108,19 @@ def build_source(
     return read_dataset(spec, format=fmt, split=split, classes=list(names) if isinstance(names, tuple) else names)
 
 
-class SanitizedSource:
+class _SourceView:
+    """A source read through another one, ``source``: keeps its ``class_names``, and its ``format`` and ``root``
+    where it has them (reports and checkpoints name the data by them)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.class_names = tuple(source.class_names)
+        for attr in ("format", "root"):
+            if hasattr(source, attr):
+                setattr(self, attr, getattr(source, attr))
+
+
+class SanitizedSource(_SourceView):
     """A source whose samples follow the training box policy (:func:`ssdkit.data.check.sanitize_sample`).
 
     Boxes are clipped to the image and boxes under 1 px dropped, once per sample (cached); ``problems`` lists
@@ -116,14 +128,10 @@ class SanitizedSource:
     """
 
     def __init__(self, source, strict: bool = False) -> None:
-        self.source = source
+        super().__init__(source)
         self.strict = bool(strict)
-        self.class_names = tuple(source.class_names)
         self.problems: list[Problem] = []
         self._cache: dict[int, Sample] = {}
-        for attr in ("format", "root"):
-            if hasattr(source, attr):
-                setattr(self, attr, getattr(source, attr))
 
     def __len__(self) -> int:
         return len(self.source)
@@ -145,7 +153,7 @@ class SanitizedSource:
         return self.problems
 
 
-class ShardSource:
+class ShardSource(_SourceView):
     """Images ``indices`` of ``source`` (e.g. ``rank::world_size``), renumbered from 0.
 
     Distributed evaluation reads shards without the padding of ``DistributedSampler`` (which repeats images
@@ -153,12 +161,8 @@ class ShardSource:
     """
 
     def __init__(self, source, indices: Sequence[int]) -> None:
-        self.source = source
+        super().__init__(source)
         self.indices = list(indices)
-        self.class_names = tuple(source.class_names)
-        for attr in ("format", "root"):
-            if hasattr(source, attr):
-                setattr(self, attr, getattr(source, attr))
 
     def __len__(self) -> int:
         return len(self.indices)
