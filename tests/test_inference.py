@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +168,13 @@ def test_bad_checkpoint_path_is_one_line_error(tmp_path):
     with pytest.raises(CheckpointError) as e:
         Detector.from_checkpoint(junk, device="cpu")
     assert "junk.pt" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_detector_is_exported_from_the_package():
+    import ssdkit
+    from ssdkit import Detector as PublicDetector
+
+    assert PublicDetector is Detector and "Detector" in ssdkit.__all__
+    # a fresh interpreter: the package import has no cycle through ssdkit.inference
+    code = "from ssdkit import Detector; import ssdkit.inference as i; assert Detector is i.Detector"
+    subprocess.run([sys.executable, "-c", code], check=True)
