@@ -56,6 +56,21 @@ def test_predict_folder(tmp_path, tiny_checkpoint, capsys):
         assert 0 <= x <= x + bw <= w + 1e-3 and 0 <= y <= y + bh <= h + 1e-3
 
 
+def test_cli_text_mode_reports_each_skip_once(tmp_path, tiny_checkpoint, capsys):
+    from ssdkit.cli import main
+
+    _make_folder(tmp_path / "imgs")
+    missing = str(tmp_path / "nope.jpg")
+    argv = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "imgs"), missing,
+            "--out", str(tmp_path / "out"), "--device", "cpu", "--no-draw"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("skipped:") == 2, text  # one unreadable file, one missing input
+    assert text.count("broken.jpg") == 1 and text.count("nope.jpg") == 1, text
+    assert "2 skipped" in captured.out
+
+
 def test_predict_results_evaluate_against_coco_ground_truth(tmp_path, tiny_checkpoint):
     from ssdkit.metrics import evaluate_coco_files
 

@@ -168,10 +168,11 @@ def cmd_predict(args) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"{summary.get('images', 0)} image(s), {summary.get('detections', 0)} detection(s); "
+        # predict already wrote one "skipped: ..." line per file on stderr as it went; count them only.
+        n_skipped = len(summary.get("skipped", []))
+        skipped = f", {n_skipped} skipped (listed above)" if n_skipped else ""
+        print(f"{summary.get('images', 0)} image(s), {summary.get('detections', 0)} detection(s){skipped}; "
               f"results in {args.out}")
-        for s in summary.get("skipped", []):
-            print(f"skipped: {s}")
     return 0
 
 

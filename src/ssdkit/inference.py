@@ -401,13 +401,11 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
 
     def report(msg: str) -> None:
-        skipped.append(msg)
         if progress:
             tqdm.write(f"skipped: {msg}", file=sys.stderr)
 
-    for msg in list(skipped):
-        if progress:
-            tqdm.write(f"skipped: {msg}", file=sys.stderr)
+    for msg in skipped:
+        report(msg)
 
     ok_files: list[Path] = []
     sizes: list[tuple[int, int]] = []
@@ -423,6 +421,7 @@ def predict(
                     images.append(load_image(path))
                     chunk.append(path)
                 except DataError as e:
+                    skipped.append(str(e))
                     report(str(e))
             if images:
                 results = detector(images)
