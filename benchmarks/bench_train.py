@@ -3,7 +3,7 @@
 Step speed (always): one batch of ``--batch`` 300x300 shapes images with their boxes, on one device, in one run.
 
 - ssdkit: ``SSD300(num_classes=21, width_mult)`` from ``create_model_and_optimizer`` and the step function of the
-  ignite trainer from ``create_trainer`` (uint8 batch -> device -> normalise, ``SSDBoxCoder.encode_batch`` for the
+  ignite trainer from ``create_train_step`` (uint8 batch -> device -> normalise, ``SSDBoxCoder.encode_batch`` for the
   whole batch on the device, ``SSDLoss`` with hard negative mining, SGD step).
 - torchvision: ``ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21)`` in train mode on a list of float
   0-1 images (its own resize to 300x300, a no-op size here, and normalisation) and 1-based labels; ``model(images,
@@ -71,7 +71,14 @@ from ssdkit.data.transforms import SSDEvalTransform, normalize
 from ssdkit.engine.data import build_loaders, build_source, train_fill
 from ssdkit.engine.demo import demo_config
 from ssdkit.engine.evaluate import evaluate_model, resolve_device
-from ssdkit.engine.train import _param_groups, create_model_and_optimizer, create_scheduler, create_trainer, lr_factor
+from ssdkit.engine.train import (
+    create_model_and_optimizer,
+    create_optimizer,
+    create_scheduler,
+    create_train_step,
+    create_trainer,
+    lr_factor,
+)
 from ssdkit.inference import PRESETS
 from ssdkit.metrics import evaluate_voc
 
@@ -148,15 +155,6 @@ def torchvision_step(tv: SSD, optimizer: torch.optim.Optimizer, device: torch.de
     return step
 
 
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``create_model_and_optimizer`` gives ssdkit, for another model."""
-    t = cfg.train
-    groups = _param_groups(model, t.weight_decay)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
-    return torch.optim.AdamW(groups, lr=t.lr)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -177,8 +175,7 @@ def bench_speed(args, device: torch.device, width: float, say) -> dict:
     )
     torch.manual_seed(args.seed)
     model, optimizer, _ = create_model_and_optimizer(cfg, device)
-    trainer = create_trainer(cfg, model, optimizer, device)
-    ours_step = trainer._process_function  # the trainer's own step function, called without the event loop
+    ours_step = create_train_step(cfg, model, optimizer, device)  # the trainer's step, without the event loop
 
     tv_net = args.tv_net if args.tv_net != "auto" else ("stock" if width == 1 else "ssdkit")
     if tv_net == "stock":
@@ -187,7 +184,7 @@ def bench_speed(args, device: torch.device, width: float, say) -> dict:
         tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).to(device)
     else:
         tv = torchvision_ssd_on(model)
-    tv_opt = make_optimizer(cfg, tv)
+    tv_opt = create_optimizer(cfg, tv)
     theirs_step = torchvision_step(tv, tv_opt, device)
 
     # One batch of shapes scenes (8 shape kinds as labels 0..7 of the 21 classes, 1-4 objects of 24-200 px).
@@ -205,7 +202,7 @@ def bench_speed(args, device: torch.device, width: float, say) -> dict:
     nonfinite = {"ssdkit": 0, "torchvision": 0}
 
     def run_ours() -> None:
-        nonfinite["ssdkit"] += not math.isfinite(ours_step(trainer, batch)["loss"])
+        nonfinite["ssdkit"] += not math.isfinite(ours_step(batch)["loss"])
 
     def run_theirs() -> None:
         nonfinite["torchvision"] += not math.isfinite(theirs_step(tv_images, tv_targets))
@@ -343,7 +340,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
     torch.manual_seed(args.seed)
     model, optimizer, _ = create_model_and_optimizer(cfg, device)
     tv = torchvision_ssd_on(model)  # same extractor, anchors and initial weights
-    tv_opt = make_optimizer(cfg, tv)
+    tv_opt = create_optimizer(cfg, tv)
     tv_sched = torch.optim.lr_scheduler.LambdaLR(tv_opt, lr_factor(cfg, total))
     say(f"mAP at equal budget: width {width} + BatchNorm, {total} iterations of batch {args.map_batch}, "
         f"{cfg.train.optimizer} lr {cfg.train.lr} {cfg.train.schedule} (warm-up {cfg.train.warmup_iterations}), "

@@ -19,6 +19,7 @@ from ssdkit.engine.train import (
     TrainingDivergedError,
     create_model_and_optimizer,
     create_scheduler,
+    create_train_step,
     create_trainer,
     init_from_checkpoint,
     lr_factor,
@@ -56,6 +57,26 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
     assert all(isinstance(v, float) for v in losses[0].values())
     assert losses[0]["loss"] == pytest.approx(losses[0]["loc_loss"] + losses[0]["cls_loss"], rel=1e-5)
     assert losses[-1]["loss"] < 0.7 * losses[0]["loss"], [o["loss"] for o in losses]
+
+
+def test_train_step_without_an_engine_matches_the_trainer(tmp_path):
+    """``create_train_step`` is the trainer's step: same outputs and weights from the same start."""
+    cfg = tiny_config(tmp_path, data={"augment": False})
+    batch = next(iter(build_loaders(cfg, with_val=False).train_loader))
+    torch.manual_seed(0)
+    model, optimizer, _ = create_model_and_optimizer(cfg, "cpu")
+    step = create_train_step(cfg, model, optimizer, "cpu")
+    ours, ours_w = [step(batch), step(batch)], model.state_dict()
+
+    torch.manual_seed(0)
+    model, optimizer, _ = create_model_and_optimizer(cfg, "cpu")
+    trainer = create_trainer(cfg, model, optimizer, "cpu")
+    engine = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: engine.append(e.state.output))
+    trainer.run([batch] * 2, max_epochs=1)
+    engine_w = model.state_dict()
+    assert ours == engine
+    assert all(torch.equal(ours_w[k], engine_w[k]) for k in ours_w)
 
 
 def test_lr_schedule_warmup_and_paper_milestones(tmp_path):

@@ -58,7 +58,9 @@ __all__ = [
     "lr_factor",
     "init_from_checkpoint",
     "create_model_and_optimizer",
+    "create_optimizer",
     "create_scheduler",
+    "create_train_step",
     "create_trainer",
     "create_evaluator",
     "attach_handlers",
@@ -288,13 +290,19 @@ def create_model_and_optimizer(
         # DDP (params broadcast from rank 0). In one process the model stays unwrapped: auto_model would
         # also wrap it in DataParallel when several GPUs are visible, which this trainer does not want.
         model = idist.auto_model(model)
+    return model, create_optimizer(cfg, model), report
+
+
+def create_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """``train.optimizer`` (SGD with momentum, or AdamW) at ``train.lr`` over ``model``'s trainable parameters,
+    weight decay as :func:`_param_groups` says; ``idist.auto_optim`` makes it distributed-aware."""
+    t = cfg.train
     groups = _param_groups(model, t.weight_decay)
     if t.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=t.lr)
-    optimizer = idist.auto_optim(optimizer)
-    return model, optimizer, report
+    return idist.auto_optim(optimizer)
 
 
 def _prefixes(names: list[str]) -> list[str]:
@@ -319,19 +327,20 @@ def _amp(cfg: Config, device: torch.device) -> tuple[bool, torch.dtype]:
     return enabled, (torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16)
 
 
-def create_trainer(
+def create_train_step(
     cfg: Config,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     device: str | torch.device | None = None,
     scaler: torch.amp.GradScaler | None = None,
-) -> Engine:
-    """The training ``Engine``; its step returns ``{"loss", "loc_loss", "cls_loss", "lr"}`` (floats).
+) -> Callable[[Any], dict[str, float]]:
+    """The training step of :func:`create_trainer`, as a function of one batch (no engine needed, e.g. to time it).
 
-    Batches are ``(images Tensor[B, 3, S, S] uint8, targets list[dict])`` from the loader; targets are
-    encoded on the device here, not in the workers. A non-finite loss skips the update (the weights stay
-    finite for the last checkpoint) and is returned, so ``TerminateOnNan`` stops the run. When distributed the
-    returned losses are the mean over processes (so every process agrees on stopping).
+    ``step(batch)`` takes ``(images Tensor[B, 3, S, S] uint8, targets list[dict])`` from the loader, updates
+    ``model`` and returns ``{"loss", "loc_loss", "cls_loss", "lr"}`` (floats). Targets are encoded on the device
+    here, not in the workers. A non-finite loss skips the update (the weights stay finite for the last
+    checkpoint) and is returned, so ``TerminateOnNan`` stops the run. When distributed the returned losses are
+    the mean over processes (so every process agrees on stopping).
     """
     device = torch.device(device) if device is not None else _device_for(cfg)
     m = cfg.model
@@ -344,7 +353,7 @@ def create_trainer(
     world = idist.get_world_size()
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    def step(engine: Engine, batch) -> dict[str, float]:
+    def step(batch) -> dict[str, float]:
         images, targets = batch
         lr = float(optimizer.param_groups[0]["lr"])
         if images.shape[0] == 0:  # every image of the batch failed to load (reported by the dataset)
@@ -380,7 +389,19 @@ def create_trainer(
                 optimizer.step()
         return {"loss": loss_v, "loc_loss": loc_v, "cls_loss": cls_v, "lr": lr}
 
-    return Engine(step)
+    return step
+
+
+def create_trainer(
+    cfg: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: str | torch.device | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Engine:
+    """The training ``Engine``: one :func:`create_train_step` step per batch; its output is the step's dict."""
+    step = create_train_step(cfg, model, optimizer, device, scaler)
+    return Engine(lambda engine, batch: step(batch))
 
 
 def _device_for(cfg: Config) -> torch.device:
