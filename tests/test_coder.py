@@ -8,7 +8,7 @@ from torchvision import ops
 from ssdkit import SSDBoxCoder
 from ssdkit.boxes import change_box_order
 from ssdkit.config import ssd300_config
-from ssdkit.reference import notebook_encode
+from ssdkit.reference import notebook_encode, torchcv_encode
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,17 @@ def test_encode_batch_equals_reference_on_random_scenes(coder):
             assert len(torch.unique(ref_cls[pos])) <= len(torch.unique(lab))
         one_loc, one_cls = coder.encode(b, lab)
         assert torch.equal(one_cls, cls[i]) and torch.equal(one_loc, loc[i])
+
+
+def test_encode_equals_torchcvs_own_encode(coder):
+    """The coder the notebook imports (torchcv's ``SSDBoxCoder.encode``, kept line for line in reference.py)."""
+    gen = torch.Generator().manual_seed(11)
+    for m in (1, 4, 12, 40):
+        boxes, labels = random_scene(gen, m)
+        ref_loc, ref_cls = torchcv_encode(coder.default_boxes, boxes, labels)
+        loc, cls = coder.encode(boxes, labels)
+        assert torch.equal(cls, ref_cls)
+        assert torch.equal(loc, ref_loc)
 
 
 def test_every_object_gets_a_default_box_even_when_best_boxes_collide(coder):
@@ -145,6 +156,49 @@ def test_decode_batch_equals_per_image_reference(coder, score_thresh, top_k, max
         rk = sorted(zip(r["labels"].tolist(), r["scores"].tolist(), map(tuple, r["boxes"].tolist())))
         assert gk == rk
         assert torch.all(g["scores"][:-1] >= g["scores"][1:])
+
+
+def _as_set(det):
+    return sorted(zip(det["labels"].tolist(), det["scores"].tolist(), map(tuple, det["boxes"].tolist())))
+
+
+@pytest.mark.parametrize("max_det", [1, 5, 200])
+def test_decode_batch_with_heavy_suppression_needs_more_than_the_first_prefix(coder, max_det):
+    """Trained-model-like outputs: a few objects, each scored high by many overlapping default boxes, so most
+    high-scoring candidates are suppressed and the first prefix of candidates cannot fill max_detections."""
+    gen = torch.Generator().manual_seed(5)
+    loc = torch.zeros(2, 8732, 4)  # every prediction = its default box: neighbours overlap heavily
+    logits = torch.randn(2, 8732, 6, generator=gen) - 4.0
+    logits[..., 0] += 6.0
+    big = coder.default_boxes[:, 2] > 100  # large default boxes overlap each other
+    logits[0, big, 3] += 12.0 + torch.rand(int(big.sum()), generator=gen)
+    logits[1, :, 2] += torch.rand(8732, generator=gen) * 8  # image 1: one class everywhere
+    got = coder.decode_batch(loc, logits, score_thresh=0.01, top_k=200, max_detections=max_det)
+    ref = reference_decode_batch(coder, loc, logits, 0.01, 0.45, 200, max_det)
+    for g, r in zip(got, ref):
+        assert len(g["scores"]) == len(r["scores"])
+        assert _as_set(g) == _as_set(r)
+
+
+def test_decode_batch_equals_torchvision_postprocess(coder):
+    from torchvision.models.detection import ssd300_vgg16
+
+    gen = torch.Generator().manual_seed(7)
+    loc = torch.randn(2, 8732, 4, generator=gen) * 0.5
+    logits = torch.randn(2, 8732, 21, generator=gen) * 2
+    tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21)
+    tv.topk_candidates = 200
+    anchors = ops.box_convert(coder.default_boxes, "cxcywh", "xyxy")
+    with torch.no_grad():
+        ref = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": logits}, [anchors] * 2,
+                                        [(300, 300)] * 2)
+    coder_21 = SSDBoxCoder(ssd300_config(num_classes=21))
+    got = coder_21.decode_batch(loc, logits, score_thresh=0.01, nms_thresh=0.45, top_k=200, max_detections=200)
+    for g, r in zip(got, ref):
+        assert len(g["scores"]) == len(r["scores"]) == 200
+        assert torch.equal(g["labels"] + 1, r["labels"])  # torchvision counts background as label 0
+        assert torch.allclose(g["scores"], r["scores"], atol=1e-6)
+        assert torch.allclose(g["boxes"], r["boxes"], atol=1e-3)
 
 
 def test_decode_batch_on_an_encoded_scene_recovers_it(coder):

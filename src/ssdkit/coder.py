@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -27,6 +28,7 @@ from ssdkit.config import ModelConfig
 
 # Largest log-scale offset decoded (torchvision's bbox_xform_clip): stops exp() overflowing on wild predictions.
 _MAX_LOG_SCALE = math.log(1000.0 / 16)
+_LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
 
 
 def _config_of(model_or_config) -> ModelConfig:
@@ -38,20 +40,43 @@ def _config_of(model_or_config) -> ModelConfig:
     raise TypeError(f"SSDBoxCoder: expected an SSD model or a ModelConfig, got {type(model_or_config).__name__}")
 
 
-def _batched_iou(anchors_xyxy: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """IoU of ``Tensor[A, 4]`` anchors with ``Tensor[N, M, 4]`` boxes (xyxy) -> ``Tensor[N, M, A]``.
+class _Anchors(NamedTuple):
+    """Default boxes on one device, in the layouts the vectorized code wants (contiguous columns: a strided
+    ``[:, i]`` column makes every broadcast op over ``[N, M, A]`` take the slow non-vectorized path, ~10x)."""
+
+    cxcywh: torch.Tensor  # [A, 4] the default boxes
+    x1: torch.Tensor  # [A] each, xyxy round trip used for matching (the notebook's float arithmetic)
+    y1: torch.Tensor
+    x2: torch.Tensor
+    y2: torch.Tensor
+    area: torch.Tensor  # [A]
+    rt_x: torch.Tensor  # [A] each: centres and sizes of the xyxy -> xywh round trip, used for encoding
+    rt_y: torch.Tensor
+    rt_w: torch.Tensor
+    rt_h: torch.Tensor
+    xy: torch.Tensor  # [A, 2] centres and sizes of the default boxes, used for decoding
+    wh: torch.Tensor
+
+
+def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of the default boxes with ``Tensor[N, M, 4]`` boxes (xyxy) -> ``Tensor[N, M, A]``.
 
     Same arithmetic as ``torchvision.ops.box_iou`` (so results match it bit for bit), batched, laid out with the
     long anchor axis innermost (measured ~10x faster on CPU than the ``[N, A, M]`` layout).
     """
-    ax1, ay1, ax2, ay2 = (anchors_xyxy[:, i] for i in range(4))
+    # The same operations in the same order, but in place on three buffers: each fresh [N, M, A] tensor costs
+    # about as much in page faults as the arithmetic itself.
     bx1, by1, bx2, by2 = (boxes[..., i, None] for i in range(4))
-    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
-    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    w = torch.minimum(anchors.x2, bx2)
+    tmp = torch.maximum(anchors.x1, bx1)
+    w.sub_(tmp).clamp_(min=0)
+    h = torch.minimum(anchors.y2, by2)
+    torch.maximum(anchors.y1, by1, out=tmp)
+    h.sub_(tmp).clamp_(min=0)
     inter = w.mul_(h)
-    area_a = (ax2 - ax1) * (ay2 - ay1)
     area_b = (bx2 - bx1) * (by2 - by1)
-    return inter / (area_a + area_b - inter)
+    torch.add(anchors.area, area_b, out=tmp)
+    return inter.div_(tmp.sub_(inter))
 
 
 class SSDBoxCoder:
@@ -88,10 +113,16 @@ class SSDBoxCoder:
         """``Tensor[A, 4]`` (cx, cy, w, h) input pixels, as the notebook calls it."""
         return default_boxes_for(self.config)
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _on(self, device: torch.device) -> _Anchors:
         key = str(device)
         if key not in self._device_cache:
-            self._device_cache[key] = tuple(t.to(device) for t in (self.default_boxes, self._xyxy, self._xywh_rt))
+            xyxy = self._xyxy.to(device)
+            x1, y1, x2, y2 = (xyxy[:, i].contiguous() for i in range(4))
+            rt = self._xywh_rt.to(device)
+            d = self.default_boxes.to(device)
+            self._device_cache[key] = _Anchors(
+                d, x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
+                d[:, :2].contiguous(), d[:, 2:].contiguous())
         return self._device_cache[key]
 
     # ------------------------------------------------------------------ encode
@@ -135,66 +166,93 @@ class SSDBoxCoder:
             raise ValueError(f"encode_batch: got {len(boxes)} box tensors but {len(ignore)} ignore tensors")
         n = len(boxes)
         device = boxes[0].device if n else self.default_boxes.device
-        _, anchors_xyxy, anchors_xywh = self._on(device)
-        num_anchors = anchors_xyxy.shape[0]
-        counts = []
+        anchors = self._on(device)
+        num_anchors = anchors.area.shape[0]
+        self._check_targets(boxes, labels)
+        counts = [len(b) for b in boxes]
+        m = max(counts, default=0)
+        if m == 0:
+            return (torch.zeros(n, num_anchors, 4, device=device),
+                    torch.zeros(n, num_anchors, dtype=torch.int64, device=device))
+
+        # pad to [N, M] in a few ops: scatter the concatenated objects to their (image, slot) places
+        count_t = torch.tensor(counts, device=device)
+        img = torch.repeat_interleave(torch.arange(n, device=device), count_t)
+        first = torch.repeat_interleave(torch.cumsum(count_t, 0) - count_t, count_t)
+        slot = torch.arange(len(img), device=device) - first
+        box_pad = torch.zeros(n, m, 4, device=device)
+        box_pad[img, slot] = torch.cat([b.to(device=device, dtype=torch.float32) for b in boxes])
+        label_pad = torch.zeros(n, m, dtype=torch.int64, device=device)
+        label_pad[img, slot] = torch.cat([lab.to(device=device, dtype=torch.int64) for lab in labels])
+        ign = torch.zeros(n, m, dtype=torch.bool, device=device)
+        if ignore is not None:
+            flags = [torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
+                     else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)]
+            ign[img, slot] = torch.cat(flags)
+        valid = torch.zeros(n, m, dtype=torch.bool, device=device)  # real objects that take part in matching
+        valid[img, slot] = True
+        valid &= ~ign
+
+        ious = _batched_iou(anchors, box_pad)  # [N, M, A]
+        if bool(valid.all()):
+            match_ious = ious
+        elif bool(ign.any()):  # the IoUs with ignored objects are needed below
+            match_ious = ious.masked_fill(~valid[:, :, None], -1.0)
+        else:
+            match_ious = ious.masked_fill_(~valid[:, :, None], -1.0)
+        index = self._match(match_ious)  # [N, A], -1 = unmatched
+
+        # loc targets: convert each object once, then pick per default box (the same float arithmetic as
+        # converting the picked boxes; unmatched rows carry object 0's encoding, as the notebook's coder did).
+        # Planar: one [N, M] plane per coordinate and a 2-D gather each (a gather with an index expanded over a
+        # last axis of 4, and ops on strided columns, are several times slower on CPU).
+        idx = index.clamp(min=0)
+        planes = change_box_order(box_pad, "xyxy2xywh").permute(2, 0, 1).contiguous()  # [4, N, M]
+        px, py, pw, ph = (torch.gather(planes[i], 1, idx) for i in range(4))  # [N, A] each
+        v0, v1 = self.variances
+        # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
+        loc_targets = torch.stack([
+            (px - anchors.rt_x).div_(anchors.rt_w).div_(v0),
+            (py - anchors.rt_y).div_(anchors.rt_h).div_(v0),
+            pw.clamp_(min=1e-6).div_(anchors.rt_w).log_().div_(v1),
+            ph.clamp_(min=1e-6).div_(anchors.rt_h).log_().div_(v1),
+        ], -1)
+        empty = count_t == 0
+        if bool(empty.any()):
+            loc_targets[empty] = 0.0
+
+        cls_targets = torch.gather(label_pad, 1, idx).add_(1).masked_fill_(index < 0, 0)
+        if bool(ign.any()):
+            ign_iou = ious.masked_fill(~ign[:, :, None], -1.0).amax(1)
+            cls_targets.masked_fill_((index < 0) & (ign_iou >= self.iou_threshold), -1)
+        return loc_targets, cls_targets
+
+    def _check_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> None:
+        """Validate every image's boxes and labels with a few ops over all of them; on a failure, check image by
+        image to name the first bad one."""
+        shapes_ok = all(isinstance(b, torch.Tensor) and isinstance(lab, torch.Tensor) and b.dim() == 2
+                        and b.shape[1] == 4 and b.is_floating_point() and lab.dim() == 1 and len(lab) == len(b)
+                        and lab.dtype in _LABEL_DTYPES for b, lab in zip(boxes, labels))
+        if shapes_ok:
+            cat_boxes, cat_labels = torch.cat(list(boxes)), torch.cat(list(labels))
+            if len(cat_boxes) == 0:
+                return
+            ok = torch.isfinite(cat_boxes).all() & (cat_boxes[:, 2] >= cat_boxes[:, 0]).all() \
+                & (cat_boxes[:, 3] >= cat_boxes[:, 1]).all() & (cat_labels.min() >= 0) \
+                & (cat_labels.max() <= self.num_classes - 2)
+            if bool(ok):
+                return
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             check_boxes(b, f"boxes[{i}]")
             if lab.dim() != 1 or len(lab) != len(b):
                 raise ValueError(f"labels[{i}]: expected shape [{len(b)}], got {list(lab.shape)}")
-            if lab.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            if lab.dtype not in _LABEL_DTYPES:
                 raise ValueError(f"labels[{i}]: expected an integer tensor, got {lab.dtype}")
             if len(lab) and (int(lab.min()) < 0 or int(lab.max()) > self.num_classes - 2):
                 raise ValueError(
                     f"labels[{i}]: object classes must be in [0, {self.num_classes - 2}] "
                     f"(num_classes={self.num_classes} counts background), got {lab.tolist()}"
                 )
-            counts.append(len(b))
-        m = max(counts, default=0)
-        loc_targets = torch.zeros(n, num_anchors, 4, device=device)
-        cls_targets = torch.zeros(n, num_anchors, dtype=torch.int64, device=device)
-        if m == 0:
-            return loc_targets, cls_targets
-
-        box_pad = torch.zeros(n, m, 4, device=device)
-        label_pad = torch.zeros(n, m, dtype=torch.int64, device=device)
-        valid = torch.zeros(n, m, dtype=torch.bool, device=device)  # real objects that take part in matching
-        ign = torch.zeros(n, m, dtype=torch.bool, device=device)
-        for i, (b, lab) in enumerate(zip(boxes, labels)):
-            k = len(b)
-            if k == 0:
-                continue
-            box_pad[i, :k] = b.to(device=device, dtype=torch.float32)
-            label_pad[i, :k] = lab.to(device)
-            if ignore is not None and ignore[i] is not None and len(ignore[i]):
-                ig = ignore[i].to(device=device, dtype=torch.bool)
-                ign[i, :k] = ig
-                valid[i, :k] = ~ig
-            else:
-                valid[i, :k] = True
-
-        ious = _batched_iou(anchors_xyxy, box_pad)  # [N, M, A]
-        match_ious = ious.masked_fill(~valid[:, :, None], -1.0)
-        index = self._match(match_ious)  # [N, A], -1 = unmatched
-
-        has_obj = torch.tensor(counts, device=device) > 0
-        idx = index.clamp(min=0)
-        matched = torch.gather(box_pad, 1, idx[..., None].expand(-1, -1, 4))  # [N, A, 4]
-        matched = change_box_order(matched, "xyxy2xywh")
-        v0, v1 = self.variances
-        loc_xy = (matched[..., :2] - anchors_xywh[:, :2]) / anchors_xywh[:, 2:] / v0
-        # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
-        loc_wh = torch.log(matched[..., 2:].clamp(min=1e-6) / anchors_xywh[:, 2:]) / v1
-        loc = torch.cat([loc_xy, loc_wh], -1)
-        loc_targets = torch.where(has_obj[:, None, None], loc, loc_targets)
-
-        cls = torch.gather(label_pad, 1, idx) + 1
-        cls = torch.where(index >= 0, cls, torch.zeros_like(cls))
-        if bool(ign.any()):
-            ign_iou = ious.masked_fill(~ign[:, :, None], -1.0).amax(1)
-            cls = torch.where((index < 0) & (ign_iou >= self.iou_threshold), torch.full_like(cls, -1), cls)
-        cls_targets = torch.where(has_obj[:, None], cls, cls_targets)
-        return loc_targets, cls_targets
 
     def _match(self, ious: torch.Tensor) -> torch.Tensor:
         """Matched object index per default box, ``Tensor[N, A]`` int64 (-1: none), from ``ious[N, M, A]``.
@@ -203,8 +261,12 @@ class SSDBoxCoder:
         """
         n, m, a = ious.shape
         index = torch.full((n, a), -1, dtype=torch.int64, device=ious.device)
-        best_iou, best_anchor = ious.max(2)  # [N, M]
+        best_iou = ious.amax(2)  # [N, M]
         matchable = best_iou >= 1e-6  # the notebook's coder stops at IoU < 1e-6
+        # best default box of each object, the first on ties (as ious.max(2), which is ~8x slower on CPU)
+        row, col = ((ious == best_iou[..., None]) & matchable[..., None]).view(n * m, a).nonzero(as_tuple=True)
+        best_anchor = torch.zeros(n * m, dtype=torch.int64, device=ious.device)
+        best_anchor = best_anchor.scatter_reduce_(0, row, col, "amin", include_self=False).view(n, m)
         # Fast path: when the objects' best default boxes are all distinct, greedy bipartite matching gives
         # each object its own best box. Only images with a collision need the greedy loop.
         hits = torch.zeros(n, a, device=ious.device).scatter_add_(1, best_anchor, matchable.float())
@@ -215,10 +277,13 @@ class SSDBoxCoder:
         if bool(collide.any()):
             sub = collide.nonzero().squeeze(1)
             index[sub] = self._greedy_match(ious[sub])
-        forced = index >= 0
-        obj_iou, obj = ious.max(1)  # [N, A]
-        thresh = (~forced) & (obj_iou >= self.iou_threshold)
-        return torch.where(thresh, obj, index)
+        # threshold matches: the best object of each other default box with IoU >= 0.5. Only those few boxes need
+        # the argmax over objects (a reduction over the object axis is slow on CPU; amax is not).
+        thresh = (index < 0) & (ious.amax(1) >= self.iou_threshold)  # [N, A]
+        img, anchor = thresh.nonzero(as_tuple=True)
+        index[img, anchor] = ious[img, :, anchor].argmax(1)  # first maximum: the lowest object index on ties
+        return index
+
 
     @staticmethod
     def _greedy_match(ious: torch.Tensor) -> torch.Tensor:
@@ -246,12 +311,8 @@ class SSDBoxCoder:
     # ------------------------------------------------------------------ decode
     def decode_boxes(self, loc_preds: torch.Tensor) -> torch.Tensor:
         """Offsets ``Tensor[..., A, 4]`` -> boxes ``Tensor[..., A, 4]`` xyxy input pixels."""
-        d, _, _ = self._on(loc_preds.device)
-        d = d.to(loc_preds.dtype)
-        v0, v1 = self.variances
-        xy = loc_preds[..., :2] * v0 * d[:, 2:] + d[:, :2]
-        wh = torch.exp((loc_preds[..., 2:] * v1).clamp(max=_MAX_LOG_SCALE)) * d[:, 2:]
-        return torch.cat([xy - wh / 2, xy + wh / 2], -1)
+        anchors = self._on(loc_preds.device)
+        return _decode_offsets(loc_preds, anchors.xy, anchors.wh, self.variances)
 
     def decode(
         self, loc_preds: torch.Tensor, cls_preds: torch.Tensor, score_thresh: float = 0.6, nms_thresh: float = 0.45
@@ -310,28 +371,86 @@ class SSDBoxCoder:
         n, a = loc_preds.shape[:2]
         if cls_logits.dim() != 3 or cls_logits.shape[:2] != (n, a) or cls_logits.shape[2] < 2:
             raise ValueError(f"cls_logits: expected shape [{n}, {a}, C], got {list(cls_logits.shape)}")
-        boxes = self.decode_boxes(loc_preds.float())
+        probs = F.softmax(cls_logits.float(), dim=-1)[..., 1:]  # [N, A, C-1], a view
+        loc_preds = loc_preds.float()
+        out: list[dict[str, torch.Tensor] | None] = [None] * n
+        todo = torch.arange(n, device=loc_preds.device)
+        prefix = max(2 * max_detections, 64)
+        while len(todo):
+            sub = slice(None) if len(todo) == n else todo  # indexing copies: skip it on the first pass
+            done, again = self._decode_prefix(loc_preds[sub], probs[sub], prefix, score_thresh, nms_thresh,
+                                              top_k, max_detections, clip)
+            for i, det in zip(todo.tolist(), done):
+                if det is not None:
+                    out[i] = det
+            todo = todo[again]
+            prefix *= 4
+        return out
+
+    def _decode_prefix(self, loc_preds, probs, prefix, score_thresh, nms_thresh, top_k, max_detections, clip):
+        """One pass of :meth:`decode_batch` over the ``prefix`` highest-scoring default boxes of each image.
+
+        Greedy per-class NMS keeps or drops a candidate looking only at the higher-scoring candidates of its
+        class, and the output is the ``max_detections`` best kept ones. So it is enough to run it on a set S of
+        the highest-scoring candidates of each image (S = every (box, class) score >= tau, tau = the ``prefix``-th
+        largest per-box maximum score): S holds, per class, that class's best candidates, so the per-class top-k
+        and the NMS decisions inside S are those of the full set, and when S yields ``max_detections`` kept
+        boxes (or holds every candidate above ``score_thresh``) they are the answer. Images where it does not
+        are returned in ``again`` and redone with a larger prefix (x4, at most a few rounds).
+        Returns (per-image dicts or None for the images to redo, bool mask ``again``).
+        """
+        n, a, c = probs.shape
+        if prefix < a:
+            best = probs.amax(2)  # [N, A]
+            tau = best.topk(prefix, dim=1, sorted=False).values.amin(1)  # [N]
+        else:
+            tau = torch.full((n,), -1.0, device=probs.device)
+        complete = tau <= score_thresh  # S holds every candidate of the image
+        # S lies in the rows (default boxes) whose best score reaches tau: select those first, then the scores
+        if prefix < a:
+            img, anchor = (best >= tau[:, None]).nonzero(as_tuple=True)
+        else:
+            img, anchor = torch.ones(n, a, dtype=torch.bool, device=probs.device).nonzero(as_tuple=True)
+        rows = probs[img, anchor]  # [R, C-1]
+        row, cls = ((rows > score_thresh) & (rows >= tau[img, None])).nonzero(as_tuple=True)
+        img, anchor, scores = img[row], anchor[row], rows[row, cls]
+        # group by (image, class), decreasing score within each group; keep the top_k of each group
+        group = img * c + cls
+        order = torch.argsort(group.double() * 2.0 - scores, stable=True)  # scores in [0, 1]
+        img, anchor, cls, scores, group = img[order], anchor[order], cls[order], scores[order], group[order]
+        counts = torch.bincount(group, minlength=n * c)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(group), device=group.device) - start[group]
+        sel = rank < top_k
+        img, anchor, cls, scores, group = img[sel], anchor[sel], cls[sel], scores[sel], group[sel]
+        anchors = self._on(probs.device)
+        boxes = _decode_offsets(loc_preds[img, anchor], anchors.xy[anchor], anchors.wh[anchor], self.variances)
         if clip:
             boxes = boxes.clamp(0, self.input_size)
-        c = cls_logits.shape[2] - 1
-        scores = F.softmax(cls_logits.float(), dim=-1)[..., 1:].transpose(1, 2)  # [N, C-1, A]
-        k = min(top_k, a)
-        top_scores, top_idx = scores.topk(k, dim=2, sorted=False)  # [N, C-1, k]
-        img, cls, j = (top_scores > score_thresh).nonzero(as_tuple=True)
-        anchor = top_idx[img, cls, j]
-        cand_boxes = boxes[img, anchor]
-        cand_scores = top_scores[img, cls, j]
-        group = img * c + cls
-        keep = _grouped_nms(cand_boxes, cand_scores, group, n * c, nms_thresh)
+        keep = _grouped_nms(boxes, scores, group, n * c, nms_thresh)
         # group by image, decreasing score within each, then cut each image at max_detections
-        order = torch.argsort(img[keep] * 2.0 - cand_scores[keep], stable=True)  # scores are in [0, 1]
-        keep = keep[order]
-        per_image = torch.bincount(img[keep], minlength=n).tolist()
-        out = []
-        for chunk in torch.split(keep, per_image):
+        keep = keep[torch.argsort(img[keep] * 2.0 - scores[keep], stable=True)]
+        per_image = torch.bincount(img[keep], minlength=n)
+        again = (per_image < max_detections) & ~complete
+        out: list[dict[str, torch.Tensor] | None] = []
+        for chunk, redo in zip(torch.split(keep, per_image.tolist()), again.tolist()):
+            if redo:
+                out.append(None)
+                continue
             chunk = chunk[:max_detections]
-            out.append({"boxes": cand_boxes[chunk], "labels": cls[chunk], "scores": cand_scores[chunk]})
-        return out
+            out.append({"boxes": boxes[chunk], "labels": cls[chunk], "scores": scores[chunk]})
+        return out, again
+
+
+def _decode_offsets(loc: torch.Tensor, d_xy: torch.Tensor, d_wh: torch.Tensor,
+                    variances: tuple[float, float]) -> torch.Tensor:
+    """Offsets ``Tensor[..., 4]`` against default boxes (centres ``d_xy``, sizes ``d_wh``, ``[..., 2]``
+    broadcastable) -> xyxy boxes ``Tensor[..., 4]``."""
+    d_xy, d_wh = d_xy.to(loc.dtype), d_wh.to(loc.dtype)
+    v0, v1 = variances
+    xy = (loc[..., :2] * v0).mul_(d_wh).add_(d_xy)
+    half = torch.exp((loc[..., 2:] * v1).clamp_(max=_MAX_LOG_SCALE)).mul_(d_wh).div_(2)
+    return torch.cat([xy - half, xy + half], -1)
 
 
 def _grouped_nms(boxes: torch.Tensor, scores: torch.Tensor, group: torch.Tensor, num_groups: int,
