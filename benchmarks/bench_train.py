@@ -21,14 +21,16 @@ each, ``--rounds`` rounds of ``--steps`` steps alternate the two (the first one 
 machine slows both alike.
 
 Accuracy (``--map``): the same narrow model (``--width-mult``, default 0.125, with BatchNorm: ssdkit's extractor on
-both sides as above, same initial weights), ``--iterations`` (default 300), batch ``--map-batch`` (default 16) and
-optimizer/schedule (the ``ssdkit demo`` recipe: AdamW lr 3e-3, cosine, 30 warm-up iterations), the same training
-images in the same order (the ``ssdkit demo`` shapes set: objects 24-200 px, at most 4 per image, 6 classes):
+both sides as above, same initial weights), ``--iterations`` (default 850), batch ``--map-batch`` (default 4) and
+optimizer/schedule (the ``ssdkit demo`` recipe: AdamW lr 3e-3, cosine warm-up), the same training images in the
+same order (the ``ssdkit demo`` shapes set: objects 24-200 px, at most 4 per image, 6 classes):
 
-- ssdkit's recipe: ``build_loaders`` (``SSDTrainTransform``), the ``create_trainer`` engine with ``create_scheduler``;
-- torchvision's SSD training: its ``transforms.v2`` SSD preset (``RandomPhotometricDistort``, ``RandomZoomOut``,
-  ``RandomIoUCrop``, ``RandomHorizontalFlip``, ``Resize(300)``, ``ToDtype``, ``SanitizeBoundingBoxes``) and its own
-  matcher and loss (``model(images, targets)``).
+- ssdkit's recipe: ``build_loaders`` (the demo's data settings: no augmentation, resize only), the
+  ``create_trainer`` engine with ``create_scheduler``;
+- torchvision's SSD training: the same images through ``transforms.v2`` (``Resize(300)``, ``ToDtype``,
+  ``SanitizeBoundingBoxes``; with the recipe's ``augment: true`` its SSD preset ``RandomPhotometricDistort``,
+  ``RandomZoomOut``, ``RandomIoUCrop``, ``RandomHorizontalFlip`` first) and its own matcher and loss
+  (``model(images, targets)``).
 
 Both are then scored by ``ssdkit.metrics.evaluate_voc`` (VOC07 11-point mAP@0.5) on the same held-out shapes
 images, both decoding with score > 0.01, NMS 0.45, top-k 200 per class, 200 detections per image.
@@ -251,13 +253,15 @@ def bench_speed(args, device: torch.device, width: float, say) -> dict:
 class _TorchvisionShapes(torch.utils.data.Dataset):
     """The ssdkit training source through torchvision's v2 SSD preset: ``(float image [3, 300, 300], target)``."""
 
-    def __init__(self, source, size: int, fill: tuple[int, int, int]) -> None:
+    def __init__(self, source, size: int, fill: tuple[int, int, int], augment: bool = True) -> None:
         self.source = source
-        self.transform = v2.Compose([
+        # augment=False mirrors a recipe without augmentation (the demo's): resize only, like SSDEvalTransform
+        self.transform = v2.Compose(([
             v2.RandomPhotometricDistort(p=0.5),
             v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, 4.0), p=0.5),
             v2.RandomIoUCrop(),
             v2.RandomHorizontalFlip(p=0.5),
+        ] if augment else []) + [
             v2.Resize((size, size)),
             v2.ToDtype(torch.float32, scale=True),
             v2.SanitizeBoundingBoxes(),
@@ -364,7 +368,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
     # torchvision: the same training images in the same order, its v2 SSD preset, its loss.
     order = _IndicesOf(build_loaders(cfg, with_val=False).train_loader.batch_sampler)
     tv_loader = torch.utils.data.DataLoader(
-        _TorchvisionShapes(loaders.train_source, m.input_size, train_fill(cfg)), batch_sampler=order,
+        _TorchvisionShapes(loaders.train_source, m.input_size, train_fill(cfg), cfg.data.augment), batch_sampler=order,
         num_workers=args.workers, collate_fn=_as_lists,
     )
     step = torchvision_step(tv, tv_opt, device)
@@ -433,8 +437,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--map", action="store_true", help="also train both on shapes at equal budget and compare mAP")
     ap.add_argument("--map-only", action="store_true", help="skip the step speed (implies --map)")
-    ap.add_argument("--iterations", type=int, default=300, help="--map: training iterations of each side")
-    ap.add_argument("--map-batch", type=int, default=16, help="--map: batch size (the ssdkit demo's)")
+    ap.add_argument("--iterations", type=int, default=850, help="--map: training iterations of each side")
+    ap.add_argument("--map-batch", type=int, default=4, help="--map: batch size (the ssdkit demo's)")
     ap.add_argument("--train-images", type=int, default=6000, help="--map: shapes training set size")
     ap.add_argument("--val-images", type=int, default=200, help="--map: held-out shapes images")
     ap.add_argument("--workers", type=int, default=0, help="--map: data loader workers (both sides)")

