@@ -182,6 +182,10 @@ class Detector:
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``.
         preset: ``"visualize"`` or ``"evaluate"`` (see :data:`PRESETS`).
         batch_size: images per forward pass.
+        channels_last: run the network in channels_last memory format (the model is converted in place).
+            Measured faster for SSD300 on this project's 2-core CPU (forward 1.56 vs 1.42 img/s, end to end
+            1.3x torchvision at batch 8 against 0.95x) and the usual choice on CUDA; ``False`` for the default
+            NCHW layout.
         **overrides: ``score_thresh``, ``nms_thresh``, ``top_k``, ``max_detections`` over the preset's values.
 
     Calling it (see :meth:`__call__`) accepts one image or a list of images.
@@ -195,6 +199,7 @@ class Detector:
         device: str | torch.device = "cpu",
         preset: str = "visualize",
         batch_size: int = 8,
+        channels_last: bool = True,
         **overrides: Any,
     ) -> None:
         if len(class_names) != config.num_classes - 1:
@@ -209,7 +214,8 @@ class Detector:
         self.preset = preset
         self.settings = resolve_preset(preset, **overrides)
         self.batch_size = int(batch_size)
-        self.model = model.to(self.device).eval()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.normalizer = InputNormalizer(config).to(self.device)
         self.coder = SSDBoxCoder(config)
 
@@ -237,7 +243,8 @@ class Detector:
     @torch.inference_mode()
     def forward_resized(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """``Tensor[N, 3, S, S]`` float 0-255 RGB -> N dicts ``boxes`` (xyxy input px) / ``labels`` / ``scores``."""
-        loc, logits = self.model(self.normalizer(batch.to(self.device)))
+        x = self.normalizer(batch.to(self.device)).contiguous(memory_format=self.memory_format)
+        loc, logits = self.model(x)
         s = self.settings
         return self.coder.decode_batch(
             loc, logits, score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"], top_k=s["top_k"],

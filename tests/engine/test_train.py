@@ -260,3 +260,15 @@ def test_init_from_refuses_a_trunk_that_does_not_fit_and_warns_on_preprocessing(
 
 def cfg_names(cfg):
     return [f"c{i}" for i in range(cfg.model.num_classes - 1)]
+
+
+def test_progress_bar_total_is_what_the_epoch_really_runs(tmp_path, capsys):
+    """A run cut short by max_iterations (3 of the 8 iterations per epoch here) shows 3 as its total, so the ETA is
+    true, with the loss parts and LR in the bar."""
+    cfg = tiny_config(tmp_path, data={"shapes_train_count": 16, "augment": False},
+                      train={"max_iterations": 3, "checkpoint_every": 0})
+    train(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "train epoch 1" in err
+    assert "3/3" in err and "/8" not in err
+    assert "loss=" in err and "lr=" in err

@@ -571,11 +571,7 @@ def attach_handlers(
             run.log_t0 = now
 
     if progress and is_main:
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=False, desc="train").attach(
-            trainer, metric_names=["img/s"], output_transform=lambda out: out
-        )
+        _attach_progress(trainer, run.total)
 
     tb = None
     if is_main and _tensorboard_available():
@@ -683,6 +679,40 @@ def _plot(run: RunState) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- resume
+
+
+def _attach_progress(trainer: Engine, total: int) -> None:
+    """A tqdm bar per epoch with loss parts, LR and img/s, rate and ETA. Unlike ignite's ``ProgressBar`` (whose
+    total is always the epoch length) its total is what this epoch will really run, so a run cut short by
+    ``train.max_iterations`` shows a true ETA."""
+    from tqdm.auto import tqdm
+
+    bar = {}
+
+    def start(engine: Engine) -> None:  # at the first completed iteration of an epoch (or of a resumed one)
+        it, per_epoch = engine.state.iteration - 1, engine.state.epoch_length
+        this_epoch = min(per_epoch - it % per_epoch, total - it)
+        bar["tqdm"] = tqdm(total=this_epoch, desc=f"train epoch {engine.state.epoch}", leave=False,
+                           dynamic_ncols=True, unit="it")
+
+    def step(engine: Engine) -> None:
+        if "tqdm" not in bar:
+            start(engine)
+        out = engine.state.output if isinstance(engine.state.output, dict) else {}
+        post = {k: f"{out[k]:.3g}" for k in ("loss", "loc_loss", "cls_loss", "lr") if k in out}
+        if "img/s" in engine.state.metrics:
+            post["img/s"] = f"{engine.state.metrics['img/s']:.1f}"
+        bar["tqdm"].set_postfix(post, refresh=False)
+        bar["tqdm"].update(1)
+
+    def close(engine: Engine) -> None:
+        if "tqdm" in bar:
+            bar.pop("tqdm").close()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, step)
+    for event in (Events.EPOCH_COMPLETED, Events.COMPLETED, Events.TERMINATE):  # not EXCEPTION_RAISED: a
+        # handler there makes ignite swallow the exception
+        trainer.add_event_handler(event, close)
 
 
 def _resume(path: str | os.PathLike, run: RunState, cfg: Config, epoch_length: int) -> dict:
