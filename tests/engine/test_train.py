@@ -270,5 +270,5 @@ def test_progress_bar_total_is_what_the_epoch_really_runs(tmp_path, capsys):
     train(cfg, progress=True)
     err = capsys.readouterr().err
     assert "train epoch 1" in err
-    assert "3/3" in err and "/8" not in err
+    assert "/3 [" in err and "/8 [" not in err
     assert "loss=" in err and "lr=" in err

@@ -692,8 +692,7 @@ def _attach_progress(trainer: Engine, total: int) -> None:
     def start(engine: Engine) -> None:  # at the first completed iteration of an epoch (or of a resumed one)
         it, per_epoch = engine.state.iteration - 1, engine.state.epoch_length
         this_epoch = min(per_epoch - it % per_epoch, total - it)
-        bar["tqdm"] = tqdm(total=this_epoch, desc=f"train epoch {engine.state.epoch}", leave=False,
-                           dynamic_ncols=True, unit="it")
+        bar["tqdm"] = tqdm(total=this_epoch, desc=f"train epoch {engine.state.epoch}", leave=False, unit="it")
 
     def step(engine: Engine) -> None:
         if "tqdm" not in bar:
@@ -702,7 +701,8 @@ def _attach_progress(trainer: Engine, total: int) -> None:
         post = {k: f"{out[k]:.3g}" for k in ("loss", "loc_loss", "cls_loss", "lr") if k in out}
         if "img/s" in engine.state.metrics:
             post["img/s"] = f"{engine.state.metrics['img/s']:.1f}"
-        bar["tqdm"].set_postfix(post, refresh=False)
+        first = bar["tqdm"].n == 0
+        bar["tqdm"].set_postfix(post, refresh=first)  # shown at once, then at tqdm's refresh rate
         bar["tqdm"].update(1)
 
     def close(engine: Engine) -> None:
