@@ -73,3 +73,11 @@ def test_end_to_end_pipeline_through_the_cli(tmp_path, capsys):
     assert main(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
                  "--json"]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_bad_device_is_one_line_exit_2(tiny_checkpoint, tmp_path, capsys, command):
+    extra = [str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")] if command == "predict" else ["--data", "shapes"]
+    assert main([command, "--checkpoint", str(tiny_checkpoint), "--device", "gpu7", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssdkit: error: device") and "gpu7" in err and len(err.strip().splitlines()) == 1
