@@ -263,14 +263,12 @@ class SSDBoxCoder:
         index = torch.full((n, a), -1, dtype=torch.int64, device=ious.device)
         best_iou = ious.amax(2)  # [N, M]
         matchable = best_iou >= 1e-6  # the notebook's coder stops at IoU < 1e-6
-        # best default box of each object, the first on ties (as ious.max(2), which is ~8x slower on CPU)
-        row, col = ((ious == best_iou[..., None]) & matchable[..., None]).view(n * m, a).nonzero(as_tuple=True)
-        best_anchor = torch.zeros(n * m, dtype=torch.int64, device=ious.device)
-        best_anchor = best_anchor.scatter_reduce_(0, row, col, "amin", include_self=False).view(n, m)
+        best_anchor = ious.argmax(2)  # the first maximum on ties (ious.max(2) gives the same, ~1.5x slower)
         # Fast path: when the objects' best default boxes are all distinct, greedy bipartite matching gives
         # each object its own best box. Only images with a collision need the greedy loop.
-        hits = torch.zeros(n, a, device=ious.device).scatter_add_(1, best_anchor, matchable.float())
-        collide = (hits > 1).any(1)
+        both = matchable[:, :, None] & matchable[:, None, :]
+        same = (best_anchor[:, :, None] == best_anchor[:, None, :]) & both  # [N, M, M]
+        collide = same.sum((1, 2)) > matchable.sum(1)  # more pairs than the diagonal
         rows = torch.arange(n, device=ious.device)[:, None].expand(n, m)
         ok = matchable & ~collide[:, None]
         index[rows[ok], best_anchor[ok]] = torch.arange(m, device=ious.device).expand(n, m)[ok]
