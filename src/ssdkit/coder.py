@@ -44,7 +44,6 @@ class _Anchors(NamedTuple):
     """Default boxes on one device, in the layouts the vectorized code wants (contiguous columns: a strided
     ``[:, i]`` column makes every broadcast op over ``[N, M, A]`` take the slow non-vectorized path, ~10x)."""
 
-    cxcywh: torch.Tensor  # [A, 4] the default boxes
     x1: torch.Tensor  # [A] each, xyxy round trip used for matching (the notebook's float arithmetic)
     y1: torch.Tensor
     x2: torch.Tensor
@@ -121,7 +120,7 @@ class SSDBoxCoder:
             rt = self._xywh_rt.to(device)
             d = self.default_boxes.to(device)
             self._device_cache[key] = _Anchors(
-                d, x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
+                x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
                 d[:, :2].contiguous(), d[:, 2:].contiguous())
         return self._device_cache[key]
 
@@ -282,7 +281,6 @@ class SSDBoxCoder:
         index[img, anchor] = ious[img, :, anchor].argmax(1)  # first maximum: the lowest object index on ties
         return index
 
-
     @staticmethod
     def _greedy_match(ious: torch.Tensor) -> torch.Tensor:
         """Greedy bipartite match: repeatedly pair the highest remaining (anchor, object) IoU. ``ious[n, M, A]``.
@@ -398,17 +396,15 @@ class SSDBoxCoder:
         Returns (per-image dicts or None for the images to redo, bool mask ``again``).
         """
         n, a, c = probs.shape
+        # S lies in the rows (default boxes) whose best score reaches tau: select those first, then the scores
         if prefix < a:
             best = probs.amax(2)  # [N, A]
             tau = best.topk(prefix, dim=1, sorted=False).values.amin(1)  # [N]
-        else:
-            tau = torch.full((n,), -1.0, device=probs.device)
-        complete = tau <= score_thresh  # S holds every candidate of the image
-        # S lies in the rows (default boxes) whose best score reaches tau: select those first, then the scores
-        if prefix < a:
             img, anchor = (best >= tau[:, None]).nonzero(as_tuple=True)
         else:
+            tau = torch.full((n,), -1.0, device=probs.device)
             img, anchor = torch.ones(n, a, dtype=torch.bool, device=probs.device).nonzero(as_tuple=True)
+        complete = tau <= score_thresh  # S holds every candidate of the image
         rows = probs[img, anchor]  # [R, C-1]
         row, cls = ((rows > score_thresh) & (rows >= tau[img, None])).nonzero(as_tuple=True)
         img, anchor, scores = img[row], anchor[row], rows[row, cls]
