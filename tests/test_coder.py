@@ -7,7 +7,7 @@ from torchvision import ops
 
 from ssdkit import SSDBoxCoder
 from ssdkit.boxes import change_box_order
-from ssdkit.config import ssd300_config
+from ssdkit.config import small_objects_config, ssd300_config, ssd512_config
 from ssdkit.reference import notebook_encode, torchcv_encode
 
 
@@ -225,3 +225,68 @@ def test_decode_rejects_wrong_shapes(coder):
         coder.decode(torch.zeros(10, 4), torch.zeros(10, 6))
     with pytest.raises(ValueError, match="cls_logits"):
         coder.decode_batch(torch.zeros(1, 8732, 4), torch.zeros(2, 8732, 6))
+
+
+def dense_reference_encode(coder, boxes, labels, ignore):
+    """The notebook's matching written out densely over all default boxes, with ignored objects (-1 marks)."""
+    ious = ops.box_iou(change_box_order(coder.default_boxes, "xywh2xyxy"), boxes)  # [A, M]
+    match = ious.clone()
+    match[:, ignore] = -1.0
+    index = torch.full((len(ious),), -1, dtype=torch.long)
+    work = match.clone()
+    for _ in range(len(boxes)):  # greedy bipartite: the highest remaining IoU first, first maximum on ties
+        flat = int(work.argmax())
+        a, o = divmod(flat, len(boxes))
+        if work[a, o] < 1e-6:
+            break
+        index[a] = o
+        work[a, :] = -1.0
+        work[:, o] = -1.0
+    best_iou, best_obj = match.max(1)
+    thresh = (index < 0) & (best_iou >= 0.5)
+    index[thresh] = best_obj[thresh]
+    cls = labels[index.clamp(min=0)] + 1
+    cls[index < 0] = 0
+    if ignore.any():
+        cls[(index < 0) & (ious[:, ignore].max(1).values >= 0.5)] = -1
+    return index, cls
+
+
+def hard_scene(gen, m, size):
+    """Objects of every scale, some tiny, some zero-width, some off the image, some duplicated, some aligned with
+    the default-box grid (exact ties)."""
+    xy = torch.rand(m, 2, generator=gen) * size * 1.2 - size * 0.1
+    wh = torch.rand(m, 2, generator=gen) ** 3 * size + torch.rand(m, 2, generator=gen)
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[::7, 2] = boxes[::7, 0]  # zero width
+    if m >= 4:
+        boxes[3] = boxes[1]  # a duplicate: the two collide on their best default box
+    boxes[::5] = (boxes[::5] / 8).round() * 8  # on the step-8 grid
+    labels = torch.randint(0, 5, (m,), generator=gen)
+    ignore = torch.rand(m, generator=gen) < 0.15
+    return boxes, labels, ignore
+
+
+@pytest.mark.parametrize("cfg", [
+    ssd300_config(num_classes=6),
+    ssd300_config(num_classes=6, clip_default_boxes=True, clip_default_box_centers=True),  # uneven centre grid
+    small_objects_config(num_classes=6),
+    ssd512_config(num_classes=6),
+], ids=["ssd300", "ssd300-clipped", "ssd300-small", "ssd512"])
+def test_encode_batch_equals_a_dense_reference_on_hard_scenes(cfg):
+    """encode_batch computes IoUs only for a candidate set of default boxes per object: it must pick exactly the
+    matches a dense computation over all default boxes picks, for every kind of object and config."""
+    coder = SSDBoxCoder(cfg)
+    gen = torch.Generator().manual_seed(5)
+    scenes = [hard_scene(gen, m, cfg.input_size) for m in (1, 2, 4, 9, 30, 70)]
+    loc, cls = coder.encode_batch([s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes])
+    anchors = change_box_order(change_box_order(coder.default_boxes, "xywh2xyxy"), "xyxy2xywh")
+    for i, (boxes, labels, ignore) in enumerate(scenes):
+        index, ref_cls = dense_reference_encode(coder, boxes, labels, ignore)
+        assert torch.equal(cls[i], ref_cls), f"scene {i}"
+        pos = ref_cls > 0
+        xywh = change_box_order(boxes[index[pos]], "xyxy2xywh")
+        v0, v1 = coder.variances
+        ref_loc = torch.cat([(xywh[:, :2] - anchors[pos, :2]) / anchors[pos, 2:] / v0,
+                             torch.log(xywh[:, 2:] / anchors[pos, 2:]) / v1], 1)
+        assert torch.allclose(loc[i][pos], ref_loc, atol=1e-5), f"scene {i}"

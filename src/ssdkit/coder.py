@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torchvision import ops
 
 from ssdkit.anchors import default_boxes_for
@@ -55,6 +56,8 @@ class _Anchors(NamedTuple):
     rt_h: torch.Tensor
     xy: torch.Tensor  # [A, 2] centres and sizes of the default boxes, used for decoding
     wh: torch.Tensor
+    grid: _Grid  # the xyxy boxes per (level, shape) as separable grids, for finding match candidates
+    iou_rows: torch.Tensor  # [A, 5] x1, y1, x2, y2, area: one gather fetches all a sparse IoU needs
 
 
 def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
@@ -76,6 +79,136 @@ def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
     area_b = (bx2 - bx1) * (by2 - by1)
     torch.add(anchors.area, area_b, out=tmp)
     return inter.div_(tmp.sub_(inter))
+
+
+class _Grid(NamedTuple):
+    """The default boxes of each (level, shape) "type" as a grid: centres per column and per row, one size.
+
+    ``T`` types, ``F`` = largest feature map; centre lists of smaller levels are padded with +inf.
+    """
+
+    centres: torch.Tensor  # [2, T, F] column centres (x), then row centres (y), increasing
+    extent: torch.Tensor  # [2, T] the type's width, then height
+    area: torch.Tensor  # [T] width * height
+    last: torch.Tensor  # [T] int64: feature-map size - 1
+    spacing: tuple[torch.Tensor, torch.Tensor] | None  # first centre and step, [2, T, 1, 1] each, if evenly spaced
+    last_f: torch.Tensor  # [T, 1, 1] float: feature-map size, "no centre"
+    base: torch.Tensor  # [T] int64 each: default box index = base + row * row_stride + col * col_stride
+    row_stride: torch.Tensor
+    col_stride: torch.Tensor
+
+
+def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]) -> _Grid:
+    width = max(fm_sizes)
+    xs, ys, extent, layout, last = [], [], [], [], []
+    offset = 0
+    for f, k in zip(fm_sizes, per_cell):
+        block = cxcywh[offset:offset + f * f * k].view(f, f, k, 4)
+        pad = torch.full((width - f,), math.inf, dtype=cxcywh.dtype, device=cxcywh.device)
+        for t in range(k):
+            xs.append(torch.cat([block[0, :, t, 0], pad]))
+            ys.append(torch.cat([block[:, 0, t, 1], pad]))
+            extent.append(block[0, 0, t, 2:])
+            layout.append((offset + t, f * k, k))
+            last.append(f - 1)
+        offset += f * f * k
+    if offset != len(cxcywh):
+        raise ValueError(f"default boxes: expected {offset} from the feature maps, got {len(cxcywh)}")
+    extent_t = torch.stack(extent, 1)
+    centres = torch.stack([torch.stack(xs), torch.stack(ys)])  # [2, T, F]
+    sizes = torch.tensor(last, dtype=cxcywh.dtype, device=cxcywh.device) + 1  # [T]
+    first = centres[:, :, :1]
+    span = centres.gather(2, (sizes.long() - 1).expand(2, -1)[..., None]) - first  # [2, T, 1]
+    step = torch.where(sizes[:, None] > 1, span / (sizes - 1).clamp(min=1)[:, None], 1.0)  # any step for 1 centre
+    j = torch.arange(width, dtype=cxcywh.dtype, device=cxcywh.device)
+    inside = j < sizes[:, None]  # [T, F]: real (not padded) centres
+    even = bool(((first + j * step - centres).abs()[:, inside] <= 1e-3).all())
+    ints = {"dtype": torch.int64, "device": cxcywh.device}
+    return _Grid(centres, extent_t, extent_t[0] * extent_t[1], torch.tensor(last, **ints),
+                 (first[..., None], step[..., None]) if even else None,
+                 sizes[:, None, None], *torch.tensor(layout, **ints).t().contiguous())
+
+
+def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_threshold: float,
+                slack: float = 1e-2, margin: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A small superset of the (image, object, default box) pairs that matching needs, from ``boxes[N, M, 4]``.
+
+    Per object and default-box type, the overlap with a grid box is (x overlap of its column) * (y overlap of
+    its row), each a trapezoid in the box centre, symmetric about the object's centre; the type's best IoU is at
+    the column and row nearest that centre. Kept, as a column range times a row range:
+      * for the types whose best IoU is within ``margin`` of the object's best: the trapezoids' plateaus plus the
+        nearest centre on each side (every box whose IoU can equal the object's best, whatever the rounding);
+      * for the types whose best IoU reaches ``iou_threshold``: every box with IoU >= it. That needs inter >=
+        t / (1 + t) * (area_a + area_b), so an x overlap >= that / min(anchor height, object height) (likewise
+        for y): a range of centres.
+    Bounds are loosened by ``slack`` pixels and ``margin`` (relative); exact IoUs of the candidates come after.
+    """
+    n, m, _ = boxes.shape
+    num_types = grid.area.shape[0]
+    # everything below is laid out with the objects innermost and contiguous: small ops on strided views take
+    # PyTorch's slow generic path, several times slower
+    b = boxes.reshape(n * m, 2, 2).permute(1, 2, 0).contiguous()  # [2 (low, high), 2 (x, y), Q = N * M]
+    lo_b, hi_b = b[0][:, None], b[1][:, None]  # [2, 1, Q]
+    size = hi_b - lo_b
+    ext = grid.extent[:, :, None]  # [2, T, 1]
+    mid = (lo_b + hi_b) / 2
+    area_b = size[0] * size[1]  # [1, Q]
+    dev = (ext - size).abs_().div_(2).add_(slack)  # [2, T, Q]: half-width of the plateau
+    need = (grid.area[:, None] + area_b).mul_(iou_threshold / (1 + iou_threshold) * (1 - margin))  # [T, Q]
+    lo = need / torch.minimum(ext.flip(0), size.flip(0))  # [2, T, Q]: least overlap on each axis for IoU >= t
+    half = ext / 2 + slack
+    queries = torch.stack([mid.expand_as(dev), mid - dev, mid + dev, lo_b + lo - half, hi_b - lo + half], 2)
+    at = _first_at_least(grid, queries).unbind(2)  # [2, T, Q] each: first centre >= each query
+    # the type's best: the centre nearest the object's centre, on each axis
+    right = torch.minimum(at[0], grid.last[:, None])
+    left = (at[0] - 1).clamp_(min=0)
+    c_right, c_left = grid.centres.gather(2, right), grid.centres.gather(2, left)
+    c_best = torch.where((c_left - mid).abs_() <= (c_right - mid).abs_(), c_left, c_right)
+    ov = (torch.minimum(c_best + ext / 2, hi_b) - torch.maximum(c_best - ext / 2, lo_b)).clamp_(min=0)
+    inter = ov[0] * ov[1]
+    type_best = inter / ((grid.area[:, None] + area_b[0]) - inter)  # [T, Q]
+    near = (type_best >= type_best.amax(0) * (1 - margin)) & (type_best > 0)
+    thr = (type_best >= iou_threshold * (1 - margin)) & (at[3] < at[4]).all(0)
+    # column (row) range: the hull of the near range [at1 - 1, at2] and the threshold range [at3, at4 - 1]
+    none = torch.tensor(grid.centres.shape[2] + 1, device=boxes.device)
+    start = torch.minimum(torch.where(near, at[1] - 1, none), torch.where(thr, at[3], none)).clamp_(min=0)
+    end = torch.minimum(torch.maximum(torch.where(near, at[2], -1), torch.where(thr, at[4] - 1, -1)),
+                        grid.last[:, None])
+    span = (end - start + 1).clamp_(min=0)  # [2, T, Q]
+    count = (span[0] * span[1]).mul_(real.reshape(1, -1)).t().flatten()  # [Q * T]: per (object, type)
+    group = count.nonzero().squeeze(1)
+    per = count[group]
+    total = int(per.sum())
+    member = torch.repeat_interleave(torch.arange(len(group), device=boxes.device), per, output_size=total)
+    q = torch.arange(total, device=boxes.device) - (per.cumsum(0) - per)[member]  # number within its group
+    group = group[member]
+    obj_flat = torch.div(group, num_types, rounding_mode="floor")  # image * M + object
+    t = group - obj_flat * num_types
+    ncol = span[0].t().flatten()[group]
+    col = start[0].t().flatten()[group] + q % ncol
+    row = start[1].t().flatten()[group] + torch.div(q, ncol, rounding_mode="floor")
+    anchor = grid.base[t] + row * grid.row_stride[t] + col * grid.col_stride[t]
+    return torch.div(obj_flat, m, rounding_mode="floor"), obj_flat % m, anchor
+
+
+def _first_at_least(grid: _Grid, queries: torch.Tensor) -> torch.Tensor:
+    """Index of the first grid centre >= each query, ``queries[2, T, K, Q]`` -> int64, up to rounding (callers
+    loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is ~5x slower here), else a search."""
+    if grid.spacing is None:
+        num_types = grid.area.shape[0]
+        return torch.searchsorted(grid.centres.flatten(0, 1), queries.view(2 * num_types, -1)).view(queries.shape)
+    first, step = grid.spacing  # [2, T, 1, 1] each
+    return torch.minimum((queries - first).div_(step).ceil_().clamp_(min=0), grid.last_f).long()
+
+
+def _pair_iou(anchors: _Anchors, boxes: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """IoU of ``boxes[K, 4]`` with default boxes ``anchor[K]``: :func:`_batched_iou`'s arithmetic, per pair."""
+    bx1, by1, bx2, by2 = boxes.unbind(1)
+    ax1, ay1, ax2, ay2, area = anchors.iou_rows[anchor].unbind(1)
+    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    inter = w * h
+    return inter / ((area + (bx2 - bx1) * (by2 - by1)) - inter)
 
 
 class SSDBoxCoder:
@@ -121,7 +254,9 @@ class SSDBoxCoder:
             d = self.default_boxes.to(device)
             self._device_cache[key] = _Anchors(
                 x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
-                d[:, :2].contiguous(), d[:, 2:].contiguous())
+                d[:, :2].contiguous(), d[:, 2:].contiguous(),
+                _grid_of(d, self.fm_sizes, self.config.num_anchors),
+                torch.cat([xyxy, ((x2 - x1) * (y2 - y1))[:, None]], 1))
         return self._device_cache[key]
 
     # ------------------------------------------------------------------ encode
@@ -174,57 +309,44 @@ class SSDBoxCoder:
             return (torch.zeros(n, num_anchors, 4, device=device),
                     torch.zeros(n, num_anchors, dtype=torch.int64, device=device))
 
-        # pad to [N, M] in a few ops: scatter the concatenated objects to their (image, slot) places
+        box_pad = pad_sequence([b.to(device=device, dtype=torch.float32) for b in boxes], batch_first=True)
+        label_pad = pad_sequence([lab.to(device=device, dtype=torch.int64) for lab in labels], batch_first=True)
         count_t = torch.tensor(counts, device=device)
-        img = torch.repeat_interleave(torch.arange(n, device=device), count_t)
-        first = torch.repeat_interleave(torch.cumsum(count_t, 0) - count_t, count_t)
-        slot = torch.arange(len(img), device=device) - first
-        box_pad = torch.zeros(n, m, 4, device=device)
-        box_pad[img, slot] = torch.cat([b.to(device=device, dtype=torch.float32) for b in boxes])
-        label_pad = torch.zeros(n, m, dtype=torch.int64, device=device)
-        label_pad[img, slot] = torch.cat([lab.to(device=device, dtype=torch.int64) for lab in labels])
-        ign = torch.zeros(n, m, dtype=torch.bool, device=device)
-        if ignore is not None:
-            flags = [torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
-                     else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)]
-            ign[img, slot] = torch.cat(flags)
-        valid = torch.zeros(n, m, dtype=torch.bool, device=device)  # real objects that take part in matching
-        valid[img, slot] = True
-        valid &= ~ign
+        real = torch.arange(m, device=device) < count_t[:, None]  # [N, M] real objects (not padding)
+        valid = real  # the objects that take part in matching
+        if ignore is not None and any(g is not None and len(g) and bool(g.any()) for g in ignore):
+            ign = pad_sequence([torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
+                                else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)],
+                               batch_first=True)
+            valid = real & ~ign
+        img, anchor, obj, ignored = self._match(anchors, box_pad, real, valid)
 
-        ious = _batched_iou(anchors, box_pad)  # [N, M, A]
-        if bool(valid.all()):
-            match_ious = ious
-        elif bool(ign.any()):  # the IoUs with ignored objects are needed below
-            match_ious = ious.masked_fill(~valid[:, :, None], -1.0)
-        else:
-            match_ious = ious.masked_fill_(~valid[:, :, None], -1.0)
-        index = self._match(match_ious)  # [N, A], -1 = unmatched
-
-        # loc targets: convert each object once, then pick per default box (the same float arithmetic as
-        # converting the picked boxes; unmatched rows carry object 0's encoding, as the notebook's coder did).
-        # Planar: one [N, M] plane per coordinate and a 2-D gather each (a gather with an index expanded over a
-        # last axis of 4, and ops on strided columns, are several times slower on CPU).
-        idx = index.clamp(min=0)
-        planes = change_box_order(box_pad, "xyxy2xywh").permute(2, 0, 1).contiguous()  # [4, N, M]
-        px, py, pw, ph = (torch.gather(planes[i], 1, idx) for i in range(4))  # [N, A] each
-        v0, v1 = self.variances
+        # Unmatched rows carry object 0's encoding, as the notebook's coder did: compute that densely from one
+        # [N, 1] column per coordinate (no gather), then overwrite the few matched rows. Both use the same float
+        # arithmetic as encoding the picked boxes one by one.
+        xywh = change_box_order(box_pad, "xyxy2xywh")  # [N, M, 4]
         # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
-        loc_targets = torch.stack([
-            (px - anchors.rt_x).div_(anchors.rt_w).div_(v0),
-            (py - anchors.rt_y).div_(anchors.rt_h).div_(v0),
-            pw.clamp_(min=1e-6).div_(anchors.rt_w).log_().div_(v1),
-            ph.clamp_(min=1e-6).div_(anchors.rt_h).log_().div_(v1),
-        ], -1)
+        xywh[..., 2:].clamp_(min=1e-6)
+        loc_targets = self._offsets(anchors, xywh[:, :1], slice(None))  # [N, A, 4], broadcast from [N, 1, 4]
+        loc_targets[img, anchor] = self._offsets(anchors, xywh[img, obj], anchor)
         empty = count_t == 0
         if bool(empty.any()):
             loc_targets[empty] = 0.0
 
-        cls_targets = torch.gather(label_pad, 1, idx).add_(1).masked_fill_(index < 0, 0)
-        if bool(ign.any()):
-            ign_iou = ious.masked_fill(~ign[:, :, None], -1.0).amax(1)
-            cls_targets.masked_fill_((index < 0) & (ign_iou >= self.iou_threshold), -1)
+        cls_targets = torch.zeros(n, num_anchors, dtype=torch.int64, device=device)
+        cls_targets.view(-1)[ignored] = -1
+        cls_targets[img, anchor] = label_pad[img, obj] + 1
         return loc_targets, cls_targets
+
+    def _offsets(self, anchors: _Anchors, boxes: torch.Tensor, anchor) -> torch.Tensor:
+        """Offsets of ``boxes[..., 4]`` (cx, cy, w, h; w, h > 0) from the default boxes ``anchor`` (broadcast
+        against ``boxes[..., 0]``): the notebook's ``((x - x_d) / w_d / v0, ..., log(w / w_d) / v1, ...)`` with its
+        float arithmetic. Plane by plane, stacked at the end: ops over a last axis of 4 are ~10x slower on CPU."""
+        v0, v1 = self.variances
+        x, y, w, h = boxes.unbind(-1)
+        rx, ry, rw, rh = anchors.rt_x[anchor], anchors.rt_y[anchor], anchors.rt_w[anchor], anchors.rt_h[anchor]
+        return torch.stack([(x - rx).div_(rw).div_(v0), (y - ry).div_(rh).div_(v0),
+                            (w / rw).log_().div_(v1), (h / rh).log_().div_(v1)], -1)
 
     def _check_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> None:
         """Validate every image's boxes and labels with a few ops over all of them; on a failure, check image by
@@ -253,33 +375,60 @@ class SSDBoxCoder:
                     f"(num_classes={self.num_classes} counts background), got {lab.tolist()}"
                 )
 
-    def _match(self, ious: torch.Tensor) -> torch.Tensor:
-        """Matched object index per default box, ``Tensor[N, A]`` int64 (-1: none), from ``ious[N, M, A]``.
+    def _match(self, anchors: _Anchors, boxes: torch.Tensor, real: torch.Tensor, valid: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Match ``boxes[N, M, 4]`` (``real``: not padding; ``valid``: real and not ignored, ``[N, M]`` bool).
 
-        Padded / ignored objects carry IoU -1. Forced (bipartite) matches first, then the IoU threshold.
+        Returns ``Tensor[K]`` int64 each: image, default box and object of every match (forced bipartite matches
+        first, then the IoU threshold), and the flat ``image * A + box`` indices of the default boxes that an
+        ignored object overlaps by >= the threshold. Exact IoUs are computed only for the candidates of
+        :func:`_candidates` (a few hundred pairs, not ``N * M * A``), with :func:`_batched_iou`'s arithmetic.
         """
-        n, m, a = ious.shape
-        index = torch.full((n, a), -1, dtype=torch.int64, device=ious.device)
-        best_iou = ious.amax(2)  # [N, M]
-        matchable = best_iou >= 1e-6  # the notebook's coder stops at IoU < 1e-6
-        best_anchor = ious.argmax(2)  # the first maximum on ties (ious.max(2) gives the same, ~1.5x slower)
-        # Fast path: when the objects' best default boxes are all distinct, greedy bipartite matching gives
-        # each object its own best box. Only images with a collision need the greedy loop.
-        both = matchable[:, :, None] & matchable[:, None, :]
-        same = (best_anchor[:, :, None] == best_anchor[:, None, :]) & both  # [N, M, M]
+        n, m, _ = boxes.shape
+        a = anchors.area.shape[0]
+        dev = boxes.device
+        c_img, c_obj, c_anchor = _candidates(anchors.grid, boxes, real, self.iou_threshold)
+        c_iou = _pair_iou(anchors, boxes[c_img, c_obj], c_anchor)
+        c_valid = valid[c_img, c_obj]
+
+        # each object's best default box, the lowest index on ties (as an argmax over all default boxes gives)
+        key = c_img * m + c_obj
+        best_iou = torch.full((n * m,), -1.0, device=dev).scatter_reduce_(0, key, c_iou, "amax")
+        at_best = c_iou == best_iou[key]
+        best_anchor = torch.full((n * m,), a, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, key[at_best], c_anchor[at_best], "amin").view(n, m)
+        matchable = valid & (best_iou.view(n, m) >= 1e-6)  # the notebook's coder stops at IoU < 1e-6
+        best_anchor.masked_fill_(~matchable, -1)
+        # When the objects' best default boxes are all distinct, greedy bipartite matching gives each object its
+        # own best box. Only images with a collision need the greedy loop (over all their IoUs).
+        same = (best_anchor[:, :, None] == best_anchor[:, None, :]) & matchable[:, :, None]  # [N, M, M]
         collide = same.sum((1, 2)) > matchable.sum(1)  # more pairs than the diagonal
-        rows = torch.arange(n, device=ious.device)[:, None].expand(n, m)
-        ok = matchable & ~collide[:, None]
-        index[rows[ok], best_anchor[ok]] = torch.arange(m, device=ious.device).expand(n, m)[ok]
+        f_img, f_obj = (matchable & ~collide[:, None]).nonzero(as_tuple=True)
+        f_anchor = best_anchor[f_img, f_obj]
         if bool(collide.any()):
             sub = collide.nonzero().squeeze(1)
-            index[sub] = self._greedy_match(ious[sub])
-        # threshold matches: the best object of each other default box with IoU >= 0.5. Only those few boxes need
-        # the argmax over objects (a reduction over the object axis is slow on CPU; amax is not).
-        thresh = (index < 0) & (ious.amax(1) >= self.iou_threshold)  # [N, A]
-        img, anchor = thresh.nonzero(as_tuple=True)
-        index[img, anchor] = ious[img, :, anchor].argmax(1)  # first maximum: the lowest object index on ties
-        return index
+            greedy = self._greedy_match(_batched_iou(anchors, boxes[sub]).masked_fill_(~valid[sub, :, None], -1.0))
+            g_img, g_anchor = (greedy >= 0).nonzero(as_tuple=True)
+            f_img = torch.cat([f_img, sub[g_img]])
+            f_anchor = torch.cat([f_anchor, g_anchor])
+            f_obj = torch.cat([f_obj, greedy[g_img, g_anchor]])
+        forced = torch.zeros(n * a, dtype=torch.bool, device=dev)
+        forced[f_img * a + f_anchor] = True
+
+        # threshold matches: each other default box with IoU >= 0.5 to a valid object gets its best one (the
+        # lowest object index on ties)
+        c_key = c_img * a + c_anchor
+        over = c_iou >= self.iou_threshold
+        sel = (over & c_valid & ~forced[c_key]).nonzero().squeeze(1)
+        t_key, t_iou, t_obj = c_key[sel], c_iou[sel], c_obj[sel]
+        best = torch.full((n * a,), -1.0, device=dev).scatter_reduce_(0, t_key, t_iou, "amax")
+        at = t_iou == best[t_key]
+        obj_of = torch.full((n * a,), m, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, t_key[at], t_obj[at], "amin")
+        t_key = torch.unique(t_key)
+        ignored = torch.unique(c_key[over & real[c_img, c_obj] & ~c_valid])
+        return (torch.cat([f_img, torch.div(t_key, a, rounding_mode="floor")]),
+                torch.cat([f_anchor, t_key % a]), torch.cat([f_obj, obj_of[t_key]]), ignored)
 
     @staticmethod
     def _greedy_match(ious: torch.Tensor) -> torch.Tensor:
