@@ -58,6 +58,28 @@ class _Anchors(NamedTuple):
     wh: torch.Tensor
     grid: _Grid  # the xyxy boxes per (level, shape) as separable grids, for finding match candidates
     iou_rows: torch.Tensor  # [A, 5] x1, y1, x2, y2, area: one gather fetches all a sparse IoU needs
+    enc_cols: tuple[torch.Tensor, torch.Tensor]  # rt_x, rt_w per (level, column, shape): they vary only so
+    enc_rows: tuple[torch.Tensor, torch.Tensor]  # rt_y, rt_h per (level, row, shape)
+    levels: tuple[tuple[int, int, int, int], ...]  # per level: first default box, map size, shapes, first col/row
+
+
+def _separate(rt: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]):
+    """Round-trip (cx, cy, w, h) default boxes -> (rt_x, rt_w) per (level, column, shape), (rt_y, rt_h) per
+    (level, row, shape), and the level layout; checks that the boxes really form such grids."""
+    cols: list[list[torch.Tensor]] = [[], [], [], []]
+    levels = []
+    start = first = 0
+    for f, k in zip(fm_sizes, per_cell):
+        block = rt[start:start + f * f * k].view(f, f, k, 4)
+        for c, line in enumerate((block[:1, :, :, 0], block[:1, :, :, 2], block[:, :1, :, 1], block[:, :1, :, 3])):
+            if not torch.equal(block[..., (0, 2, 1, 3)[c]], line.expand(f, f, k)):
+                raise ValueError("default boxes: not a grid of columns and rows per level and shape")
+            cols[c].append(line.reshape(-1))
+        levels.append((start, f, k, first))
+        start += f * f * k
+        first += f * k
+    x, w, y, h = (torch.cat(c) for c in cols)
+    return (x, w), (y, h), tuple(levels)
 
 
 def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
@@ -170,7 +192,7 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
     near = (type_best >= type_best.amax(0) * (1 - margin)) & (type_best > 0)
     thr = (type_best >= iou_threshold * (1 - margin)) & (at[3] < at[4]).all(0)
     # column (row) range: the hull of the near range [at1 - 1, at2] and the threshold range [at3, at4 - 1]
-    none = torch.tensor(grid.centres.shape[2] + 1, device=boxes.device)
+    none = grid.centres.shape[2] + 1
     start = torch.minimum(torch.where(near, at[1] - 1, none), torch.where(thr, at[3], none)).clamp_(min=0)
     end = torch.minimum(torch.maximum(torch.where(near, at[2], -1), torch.where(thr, at[4] - 1, -1)),
                         grid.last[:, None])
@@ -256,7 +278,8 @@ class SSDBoxCoder:
                 x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
                 d[:, :2].contiguous(), d[:, 2:].contiguous(),
                 _grid_of(d, self.fm_sizes, self.config.num_anchors),
-                torch.cat([xyxy, ((x2 - x1) * (y2 - y1))[:, None]], 1))
+                torch.cat([xyxy, ((x2 - x1) * (y2 - y1))[:, None]], 1),
+                *_separate(rt, self.fm_sizes, self.config.num_anchors))
         return self._device_cache[key]
 
     # ------------------------------------------------------------------ encode
@@ -302,24 +325,20 @@ class SSDBoxCoder:
         device = boxes[0].device if n else self.default_boxes.device
         anchors = self._on(device)
         num_anchors = anchors.area.shape[0]
-        self._check_targets(boxes, labels)
-        counts = [len(b) for b in boxes]
-        m = max(counts, default=0)
+        box_pad, label_pad = self._padded_targets(boxes, labels, device)  # [N, M, 4], [N, M]
+        m = box_pad.shape[1]
         if m == 0:
             return (torch.zeros(n, num_anchors, 4, device=device),
                     torch.zeros(n, num_anchors, dtype=torch.int64, device=device))
-
-        box_pad = pad_sequence([b.to(device=device, dtype=torch.float32) for b in boxes], batch_first=True)
-        label_pad = pad_sequence([lab.to(device=device, dtype=torch.int64) for lab in labels], batch_first=True)
+        counts = [len(b) for b in boxes]
         count_t = torch.tensor(counts, device=device)
         real = torch.arange(m, device=device) < count_t[:, None]  # [N, M] real objects (not padding)
-        valid = real  # the objects that take part in matching
+        ign = None
         if ignore is not None and any(g is not None and len(g) and bool(g.any()) for g in ignore):
             ign = pad_sequence([torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
                                 else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)],
                                batch_first=True)
-            valid = real & ~ign
-        img, anchor, obj, ignored = self._match(anchors, box_pad, real, valid)
+        img, anchor, obj, ignored = self._match(anchors, box_pad, real, ign)
 
         # Unmatched rows carry object 0's encoding, as the notebook's coder did: compute that densely from one
         # [N, 1] column per coordinate (no gather), then overwrite the few matched rows. Both use the same float
@@ -327,16 +346,38 @@ class SSDBoxCoder:
         xywh = change_box_order(box_pad, "xyxy2xywh")  # [N, M, 4]
         # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
         xywh[..., 2:].clamp_(min=1e-6)
-        loc_targets = self._offsets(anchors, xywh[:, :1], slice(None))  # [N, A, 4], broadcast from [N, 1, 4]
+        loc_targets = self._unmatched_offsets(anchors, xywh[:, 0])
         loc_targets[img, anchor] = self._offsets(anchors, xywh[img, obj], anchor)
         empty = count_t == 0
         if bool(empty.any()):
             loc_targets[empty] = 0.0
 
         cls_targets = torch.zeros(n, num_anchors, dtype=torch.int64, device=device)
-        cls_targets.view(-1)[ignored] = -1
+        if ignored is not None:
+            cls_targets.view(-1)[ignored] = -1
         cls_targets[img, anchor] = label_pad[img, obj] + 1
         return loc_targets, cls_targets
+
+    def _unmatched_offsets(self, anchors: _Anchors, first: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, A, 4]``: every default box's offsets from its image's object 0, ``first[N, 4]`` (cx, cy, w,
+        h; w, h > 0), with :meth:`_offsets`'s arithmetic. A default box's x offsets depend only on its level,
+        column and shape (y: row): computed once per column (row), then written out level by level, broadcast."""
+        v0, v1 = self.variances
+        n = len(first)
+        x, y, w, h = first[:, :, None].unbind(1)  # [N, 1] each
+        (col_x, col_w), (row_y, row_h) = anchors.enc_cols, anchors.enc_rows
+        px, pw = (x - col_x).div_(col_w).div_(v0), (w / col_w).log_().div_(v1)  # [N, columns]
+        py, ph = (y - row_y).div_(row_h).div_(v0), (h / row_h).log_().div_(v1)  # [N, rows]
+        # (x, 0, w, 0) per column + (0, y, 0, h) per row, broadcast: an add whose innermost axes (shape, 4) are
+        # contiguous everywhere runs ~5x faster than stacking four broadcast planes into the interleaved output
+        zero_c, zero_r = torch.zeros_like(px), torch.zeros_like(py)
+        by_col, by_row = torch.stack([px, zero_c, pw, zero_c], -1), torch.stack([zero_r, py, zero_r, ph], -1)
+        out = torch.empty(n, anchors.area.shape[0], 4, device=first.device)
+        for start, f, k, c in anchors.levels:
+            part = slice(c, c + f * k)
+            torch.add(by_col[:, part].view(n, 1, f, k, 4), by_row[:, part].view(n, f, 1, k, 4),
+                      out=out[:, start:start + f * f * k].view(n, f, f, k, 4))
+        return out
 
     def _offsets(self, anchors: _Anchors, boxes: torch.Tensor, anchor) -> torch.Tensor:
         """Offsets of ``boxes[..., 4]`` (cx, cy, w, h; w, h > 0) from the default boxes ``anchor`` (broadcast
@@ -348,21 +389,26 @@ class SSDBoxCoder:
         return torch.stack([(x - rx).div_(rw).div_(v0), (y - ry).div_(rh).div_(v0),
                             (w / rw).log_().div_(v1), (h / rh).log_().div_(v1)], -1)
 
-    def _check_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> None:
-        """Validate every image's boxes and labels with a few ops over all of them; on a failure, check image by
-        image to name the first bad one."""
+    def _padded_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], device: torch.device
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate and pad: ``[N, M, 4]`` float32 boxes and ``[N, M]`` int64 labels (zeros past each image's
+        objects). Checked with a few ops over the whole batch; on a failure, image by image to name the bad one."""
         shapes_ok = all(isinstance(b, torch.Tensor) and isinstance(lab, torch.Tensor) and b.dim() == 2
                         and b.shape[1] == 4 and b.is_floating_point() and lab.dim() == 1 and len(lab) == len(b)
                         and lab.dtype in _LABEL_DTYPES for b, lab in zip(boxes, labels))
         if shapes_ok:
-            cat_boxes, cat_labels = torch.cat(list(boxes)), torch.cat(list(labels))
-            if len(cat_boxes) == 0:
-                return
-            ok = torch.isfinite(cat_boxes).all() & (cat_boxes[:, 2] >= cat_boxes[:, 0]).all() \
-                & (cat_boxes[:, 3] >= cat_boxes[:, 1]).all() & (cat_labels.min() >= 0) \
-                & (cat_labels.max() <= self.num_classes - 2)
+            box_pad = pad_sequence([b if b.dtype == torch.float32 and b.device == device
+                                    else b.to(device=device, dtype=torch.float32) for b in boxes], batch_first=True)
+            label_pad = pad_sequence([lab if lab.dtype == torch.int64 and lab.device == device
+                                      else lab.to(device=device, dtype=torch.int64) for lab in labels],
+                                     batch_first=True)
+            if box_pad.shape[1] == 0:
+                return box_pad, label_pad
+            low, high = label_pad.aminmax()  # padding is a valid box (0, 0, 0, 0) with label 0
+            ok = torch.isfinite(box_pad).all() & (box_pad[..., 2:] >= box_pad[..., :2]).all() & (low >= 0) \
+                & (high <= self.num_classes - 2)
             if bool(ok):
-                return
+                return box_pad, label_pad
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             check_boxes(b, f"boxes[{i}]")
             if lab.dim() != 1 or len(lab) != len(b):
@@ -374,22 +420,27 @@ class SSDBoxCoder:
                     f"labels[{i}]: object classes must be in [0, {self.num_classes - 2}] "
                     f"(num_classes={self.num_classes} counts background), got {lab.tolist()}"
                 )
+        raise AssertionError("encode_batch: a batch-wide check failed but no image fails on its own")
 
-    def _match(self, anchors: _Anchors, boxes: torch.Tensor, real: torch.Tensor, valid: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Match ``boxes[N, M, 4]`` (``real``: not padding; ``valid``: real and not ignored, ``[N, M]`` bool).
+    def _match(self, anchors: _Anchors, boxes: torch.Tensor, real: torch.Tensor, ign: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Match ``boxes[N, M, 4]`` (``real``: not padding; ``ign``: ignored objects or None, ``[N, M]`` bool).
 
         Returns ``Tensor[K]`` int64 each: image, default box and object of every match (forced bipartite matches
         first, then the IoU threshold), and the flat ``image * A + box`` indices of the default boxes that an
-        ignored object overlaps by >= the threshold. Exact IoUs are computed only for the candidates of
-        :func:`_candidates` (a few hundred pairs, not ``N * M * A``), with :func:`_batched_iou`'s arithmetic.
+        ignored object overlaps by >= the threshold (None without ignored objects). Exact IoUs are computed only
+        for the candidates of :func:`_candidates` (tens per object, not ``A``), with :func:`_batched_iou`'s
+        arithmetic.
         """
         n, m, _ = boxes.shape
         a = anchors.area.shape[0]
         dev = boxes.device
+        valid = real if ign is None else real & ~ign  # the objects that take part in matching
         c_img, c_obj, c_anchor = _candidates(anchors.grid, boxes, real, self.iou_threshold)
         c_iou = _pair_iou(anchors, boxes[c_img, c_obj], c_anchor)
-        c_valid = valid[c_img, c_obj]
+        if ign is not None:
+            c_valid = valid[c_img, c_obj]
+            c_iou, ign_iou = c_iou.masked_fill(~c_valid, -1.0), c_iou
 
         # each object's best default box, the lowest index on ties (as an argmax over all default boxes gives)
         key = c_img * m + c_obj
@@ -397,7 +448,7 @@ class SSDBoxCoder:
         at_best = c_iou == best_iou[key]
         best_anchor = torch.full((n * m,), a, dtype=torch.int64, device=dev).scatter_reduce_(
             0, key[at_best], c_anchor[at_best], "amin").view(n, m)
-        matchable = valid & (best_iou.view(n, m) >= 1e-6)  # the notebook's coder stops at IoU < 1e-6
+        matchable = best_iou.view(n, m) >= 1e-6  # the notebook's coder stops at IoU < 1e-6
         best_anchor.masked_fill_(~matchable, -1)
         # When the objects' best default boxes are all distinct, greedy bipartite matching gives each object its
         # own best box. Only images with a collision need the greedy loop (over all their IoUs).
@@ -412,23 +463,22 @@ class SSDBoxCoder:
             f_img = torch.cat([f_img, sub[g_img]])
             f_anchor = torch.cat([f_anchor, g_anchor])
             f_obj = torch.cat([f_obj, greedy[g_img, g_anchor]])
-        forced = torch.zeros(n * a, dtype=torch.bool, device=dev)
-        forced[f_img * a + f_anchor] = True
 
         # threshold matches: each other default box with IoU >= 0.5 to a valid object gets its best one (the
         # lowest object index on ties)
         c_key = c_img * a + c_anchor
-        over = c_iou >= self.iou_threshold
-        sel = (over & c_valid & ~forced[c_key]).nonzero().squeeze(1)
-        t_key, t_iou, t_obj = c_key[sel], c_iou[sel], c_obj[sel]
-        best = torch.full((n * a,), -1.0, device=dev).scatter_reduce_(0, t_key, t_iou, "amax")
-        at = t_iou == best[t_key]
-        obj_of = torch.full((n * a,), m, dtype=torch.int64, device=dev).scatter_reduce_(
-            0, t_key[at], t_obj[at], "amin")
-        t_key = torch.unique(t_key)
-        ignored = torch.unique(c_key[over & real[c_img, c_obj] & ~c_valid])
+        forced = torch.zeros(n * a, dtype=torch.bool, device=dev)
+        forced[f_img * a + f_anchor] = True  # (torch.isin is ~5x slower than this dense mask)
+        sel = ((c_iou >= self.iou_threshold) & ~forced[c_key]).nonzero().squeeze(1)
+        t_key, inverse = torch.unique(c_key[sel], return_inverse=True)
+        t_iou, t_obj = c_iou[sel], c_obj[sel]
+        best = torch.full((len(t_key),), -1.0, device=dev).scatter_reduce_(0, inverse, t_iou, "amax")
+        at = t_iou == best[inverse]
+        t_obj = torch.full((len(t_key),), m, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, inverse[at], t_obj[at], "amin")
+        ignored = None if ign is None else torch.unique(c_key[(ign_iou >= self.iou_threshold) & ~c_valid])
         return (torch.cat([f_img, torch.div(t_key, a, rounding_mode="floor")]),
-                torch.cat([f_anchor, t_key % a]), torch.cat([f_obj, obj_of[t_key]]), ignored)
+                torch.cat([f_anchor, t_key % a]), torch.cat([f_obj, t_obj]), ignored)
 
     @staticmethod
     def _greedy_match(ious: torch.Tensor) -> torch.Tensor:
