@@ -112,9 +112,9 @@ class _Grid(NamedTuple):
     centres: torch.Tensor  # [2, T, F] column centres (x), then row centres (y), increasing
     extent: torch.Tensor  # [2, T] the type's width, then height
     area: torch.Tensor  # [T] width * height
-    last: torch.Tensor  # [T] int64: feature-map size - 1
+    last: torch.Tensor  # [T] float: feature-map size - 1 (index math runs in float32: faster than int64)
     spacing: tuple[torch.Tensor, torch.Tensor] | None  # first centre and step, [2, T, 1, 1] each, if evenly spaced
-    last_f: torch.Tensor  # [T, 1, 1] float: feature-map size, "no centre"
+    size: torch.Tensor  # [T, 1, 1] float: feature-map size, "no centre"
     base: torch.Tensor  # [T] int64 each: default box index = base + row * row_stride + col * col_stride
     row_stride: torch.Tensor
     col_stride: torch.Tensor
@@ -146,7 +146,7 @@ def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[i
     inside = j < sizes[:, None]  # [T, F]: real (not padded) centres
     even = bool(((first + j * step - centres).abs()[:, inside] <= 1e-3).all())
     ints = {"dtype": torch.int64, "device": cxcywh.device}
-    return _Grid(centres, extent_t, extent_t[0] * extent_t[1], torch.tensor(last, **ints),
+    return _Grid(centres, extent_t, extent_t[0] * extent_t[1], sizes - 1,
                  (first[..., None], step[..., None]) if even else None,
                  sizes[:, None, None], *torch.tensor(layout, **ints).t().contiguous())
 
@@ -166,7 +166,6 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
     Bounds are loosened by ``slack`` pixels and ``margin`` (relative); exact IoUs of the candidates come after.
     """
     n, m, _ = boxes.shape
-    num_types = grid.area.shape[0]
     # everything below is laid out with the objects innermost and contiguous: small ops on strided views take
     # PyTorch's slow generic path, several times slower
     b = boxes.reshape(n * m, 2, 2).permute(1, 2, 0).contiguous()  # [2 (low, high), 2 (x, y), Q = N * M]
@@ -182,8 +181,8 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
     queries = torch.stack([mid.expand_as(dev), mid - dev, mid + dev, lo_b + lo - half, hi_b - lo + half], 2)
     at = _first_at_least(grid, queries).unbind(2)  # [2, T, Q] each: first centre >= each query
     # the type's best: the centre nearest the object's centre, on each axis
-    right = torch.minimum(at[0], grid.last[:, None])
-    left = (at[0] - 1).clamp_(min=0)
+    right = torch.minimum(at[0], grid.last[:, None]).long()
+    left = (at[0] - 1).clamp_(min=0).long()
     c_right, c_left = grid.centres.gather(2, right), grid.centres.gather(2, left)
     c_best = torch.where((c_left - mid).abs_() <= (c_right - mid).abs_(), c_left, c_right)
     ov = (torch.minimum(c_best + ext / 2, hi_b) - torch.maximum(c_best - ext / 2, lo_b)).clamp_(min=0)
@@ -197,19 +196,17 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
     end = torch.minimum(torch.maximum(torch.where(near, at[2], -1), torch.where(thr, at[4] - 1, -1)),
                         grid.last[:, None])
     span = (end - start + 1).clamp_(min=0)  # [2, T, Q]
-    count = (span[0] * span[1]).mul_(real.reshape(1, -1)).t().flatten()  # [Q * T]: per (object, type)
-    group = count.nonzero().squeeze(1)
-    per = count[group]
+    count = (span[0] * span[1]).mul_(real.reshape(1, -1))  # [T, Q]: candidates per (type, object)
+    t_g, q_g = count.nonzero(as_tuple=True)  # the groups (type, object) with candidates
+    per = count[t_g, q_g].long()
     total = int(per.sum())
-    member = torch.repeat_interleave(torch.arange(len(group), device=boxes.device), per, output_size=total)
-    q = torch.arange(total, device=boxes.device) - (per.cumsum(0) - per)[member]  # number within its group
-    group = group[member]
-    obj_flat = torch.div(group, num_types, rounding_mode="floor")  # image * M + object
-    t = group - obj_flat * num_types
-    ncol = span[0].t().flatten()[group]
-    col = start[0].t().flatten()[group] + q % ncol
-    row = start[1].t().flatten()[group] + torch.div(q, ncol, rounding_mode="floor")
-    anchor = grid.base[t] + row * grid.row_stride[t] + col * grid.col_stride[t]
+    info = torch.stack([t_g, q_g, start[0][t_g, q_g].long(), start[1][t_g, q_g].long(), span[0][t_g, q_g].long(),
+                        per.cumsum(0) - per])  # [6, G]
+    member = torch.repeat_interleave(torch.arange(len(per), device=boxes.device), per, output_size=total)
+    t, obj_flat, col0, row0, ncol, first = info[:, member].unbind(0)  # per candidate
+    q = torch.arange(total, device=boxes.device) - first  # the candidate's number within its group
+    anchor = grid.base[t] + (row0 + torch.div(q, ncol, rounding_mode="floor")) * grid.row_stride[t] \
+        + (col0 + q % ncol) * grid.col_stride[t]
     return torch.div(obj_flat, m, rounding_mode="floor"), obj_flat % m, anchor
 
 
@@ -218,9 +215,10 @@ def _first_at_least(grid: _Grid, queries: torch.Tensor) -> torch.Tensor:
     loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is ~5x slower here), else a search."""
     if grid.spacing is None:
         num_types = grid.area.shape[0]
-        return torch.searchsorted(grid.centres.flatten(0, 1), queries.view(2 * num_types, -1)).view(queries.shape)
+        at = torch.searchsorted(grid.centres.flatten(0, 1), queries.view(2 * num_types, -1), out_int32=True)
+        return at.view(queries.shape).to(queries.dtype)
     first, step = grid.spacing  # [2, T, 1, 1] each
-    return torch.minimum((queries - first).div_(step).ceil_().clamp_(min=0), grid.last_f).long()
+    return torch.minimum((queries - first).div_(step).ceil_().clamp_(min=0), grid.size)
 
 
 def _pair_iou(anchors: _Anchors, boxes: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
