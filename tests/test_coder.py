@@ -290,3 +290,12 @@ def test_encode_batch_equals_a_dense_reference_on_hard_scenes(cfg):
         ref_loc = torch.cat([(xywh[:, :2] - anchors[pos, :2]) / anchors[pos, 2:] / v0,
                              torch.log(xywh[:, 2:] / anchors[pos, 2:]) / v1], 1)
         assert torch.allclose(loc[i][pos], ref_loc, atol=1e-5), f"scene {i}"
+
+
+def test_encode_batch_with_no_matchable_object_is_all_background(coder):
+    """Zero-width and off-image objects overlap no default box: no candidates at all, nothing matched."""
+    boxes = [torch.tensor([[10.0, 10.0, 10.0, 50.0]]), torch.tensor([[-500.0, -500.0, -400.0, -400.0]])]
+    loc, cls = coder.encode_batch(boxes, [torch.tensor([1]), torch.tensor([2])])
+    assert torch.equal(cls, torch.zeros_like(cls)) and torch.isfinite(loc).all()
+    ref_loc, ref_cls = torchcv_encode(coder.default_boxes, boxes[1], torch.tensor([2]))
+    assert torch.equal(cls[1], ref_cls) and torch.equal(loc[1], ref_loc)

@@ -10,6 +10,12 @@ Encoding (the notebook's / torchcv's rules, after chainercv's ``MultiboxCoder``)
   3. offsets ``((cx - cx_d) / (v0 * w_d), (cy - cy_d) / (v0 * h_d), log(w / w_d) / v1, log(h / h_d) / v1)``.
 Classes: 0 is background, object class ``k`` becomes ``k + 1``; -1 marks default boxes to ignore (they overlap
 an ignored object by >= 0.5 and matched nothing else).
+
+How ``encode_batch`` is fast: the default boxes of one level and shape form a grid, and a box's overlap with an
+object is (overlap of its column) * (overlap of its row). So the boxes that can be an object's best or reach
+IoU 0.5 are found per object as a few column and row ranges (``_candidates``), and exact IoUs (torchvision's
+arithmetic) are computed for those tens of boxes only, not all ``A``. A test checks the result against a dense
+computation over every default box on hard scenes (ties, duplicates, tiny and off-image objects) in four configs.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pad_sequence
 from torchvision import ops
 
 from ssdkit.anchors import default_boxes_for
@@ -56,10 +61,10 @@ class _Anchors(NamedTuple):
     rt_h: torch.Tensor
     xy: torch.Tensor  # [A, 2] centres and sizes of the default boxes, used for decoding
     wh: torch.Tensor
-    grid: _Grid  # the xyxy boxes per (level, shape) as separable grids, for finding match candidates
+    grid: _Grid  # the default boxes as one grid per (level, shape), for finding match candidates
     iou_rows: torch.Tensor  # [A, 5] x1, y1, x2, y2, area: one gather fetches all a sparse IoU needs
-    enc_cols: tuple[torch.Tensor, torch.Tensor]  # rt_x, rt_w per (level, column, shape): they vary only so
-    enc_rows: tuple[torch.Tensor, torch.Tensor]  # rt_y, rt_h per (level, row, shape)
+    enc_cols: tuple[torch.Tensor, torch.Tensor]  # rt_x, rt_w per (level, column, shape): the same down a column
+    enc_rows: tuple[torch.Tensor, torch.Tensor]  # rt_y, rt_h per (level, row, shape): the same along a row
     levels: tuple[tuple[int, int, int, int], ...]  # per level: first default box, map size, shapes, first col/row
 
 
@@ -152,8 +157,9 @@ def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[i
 
 
 def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_threshold: float,
-                slack: float = 1e-2, margin: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A small superset of the (image, object, default box) pairs that matching needs, from ``boxes[N, M, 4]``.
+                slack: float = 1e-2, margin: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small superset of the (object, default box) pairs that matching needs, from ``boxes[N, M, 4]``: two
+    ``Tensor[K]`` int64, the object as ``image * M + object`` and the default box.
 
     Per object and default-box type, the overlap with a grid box is (x overlap of its column) * (y overlap of
     its row), each a trapezoid in the box centre, symmetric about the object's centre; the type's best IoU is at
@@ -207,12 +213,13 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
     q = torch.arange(total, device=boxes.device) - first  # the candidate's number within its group
     anchor = grid.base[t] + (row0 + torch.div(q, ncol, rounding_mode="floor")) * grid.row_stride[t] \
         + (col0 + q % ncol) * grid.col_stride[t]
-    return torch.div(obj_flat, m, rounding_mode="floor"), obj_flat % m, anchor
+    return obj_flat, anchor
 
 
 def _first_at_least(grid: _Grid, queries: torch.Tensor) -> torch.Tensor:
-    """Index of the first grid centre >= each query, ``queries[2, T, K, Q]`` -> int64, up to rounding (callers
-    loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is ~5x slower here), else a search."""
+    """Index of the first grid centre >= each query (the map size if none), ``queries[2, T, K, Q]`` -> float32
+    indices, up to rounding (callers loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is
+    ~5x slower here), else a search."""
     if grid.spacing is None:
         num_types = grid.area.shape[0]
         at = torch.searchsorted(grid.centres.flatten(0, 1), queries.view(2 * num_types, -1), out_int32=True)
@@ -323,24 +330,29 @@ class SSDBoxCoder:
         device = boxes[0].device if n else self.default_boxes.device
         anchors = self._on(device)
         num_anchors = anchors.area.shape[0]
-        box_pad, label_pad = self._padded_targets(boxes, labels, device)  # [N, M, 4], [N, M]
-        m = box_pad.shape[1]
+        counts, cat_boxes, cat_labels = self._checked_targets(boxes, labels, device)
+        m = max(counts, default=0)
         if m == 0:
             return (torch.zeros(n, num_anchors, 4, device=device),
                     torch.zeros(n, num_anchors, dtype=torch.int64, device=device))
-        counts = [len(b) for b in boxes]
+        # pad to [N, M]: scatter the concatenated objects to their (image, slot) places (pad_sequence is ~10x
+        # slower: a copy per image)
         count_t = torch.tensor(counts, device=device)
-        real = torch.arange(m, device=device) < count_t[:, None]  # [N, M] real objects (not padding)
+        slot = torch.repeat_interleave(torch.arange(n, device=device) * m - (count_t.cumsum(0) - count_t), count_t,
+                                       output_size=len(cat_boxes)) + torch.arange(len(cat_boxes), device=device)
+        box_pad = torch.zeros(n * m, 4, device=device).index_put_((slot,), cat_boxes).view(n, m, 4)
+        label_pad = torch.zeros(n * m, dtype=torch.int64, device=device).index_put_((slot,), cat_labels).view(n, m)
+        real = torch.zeros(n * m, dtype=torch.bool, device=device).index_fill_(0, slot, True).view(n, m)
         ign = None
         if ignore is not None and any(g is not None and len(g) and bool(g.any()) for g in ignore):
-            ign = pad_sequence([torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
-                                else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)],
-                               batch_first=True)
+            flags = torch.cat([torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
+                               else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)])
+            ign = torch.zeros(n * m, dtype=torch.bool, device=device).index_put_((slot,), flags).view(n, m)
         img, anchor, obj, ignored = self._match(anchors, box_pad, real, ign)
 
-        # Unmatched rows carry object 0's encoding, as the notebook's coder did: compute that densely from one
-        # [N, 1] column per coordinate (no gather), then overwrite the few matched rows. Both use the same float
-        # arithmetic as encoding the picked boxes one by one.
+        # Unmatched rows carry object 0's encoding, as the notebook's coder did: write that for every row (per
+        # column / row of each level, then broadcast), then overwrite the few matched rows. Both use the same
+        # float arithmetic as encoding the picked boxes one by one.
         xywh = change_box_order(box_pad, "xyxy2xywh")  # [N, M, 4]
         # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
         xywh[..., 2:].clamp_(min=1e-6)
@@ -387,26 +399,28 @@ class SSDBoxCoder:
         return torch.stack([(x - rx).div_(rw).div_(v0), (y - ry).div_(rh).div_(v0),
                             (w / rw).log_().div_(v1), (h / rh).log_().div_(v1)], -1)
 
-    def _padded_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], device: torch.device
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validate and pad: ``[N, M, 4]`` float32 boxes and ``[N, M]`` int64 labels (zeros past each image's
-        objects). Checked with a few ops over the whole batch; on a failure, image by image to name the bad one."""
-        shapes_ok = all(isinstance(b, torch.Tensor) and isinstance(lab, torch.Tensor) and b.dim() == 2
-                        and b.shape[1] == 4 and b.is_floating_point() and lab.dim() == 1 and len(lab) == len(b)
-                        and lab.dtype in _LABEL_DTYPES for b, lab in zip(boxes, labels))
-        if shapes_ok:
-            box_pad = pad_sequence([b if b.dtype == torch.float32 and b.device == device
-                                    else b.to(device=device, dtype=torch.float32) for b in boxes], batch_first=True)
-            label_pad = pad_sequence([lab if lab.dtype == torch.int64 and lab.device == device
-                                      else lab.to(device=device, dtype=torch.int64) for lab in labels],
-                                     batch_first=True)
-            if box_pad.shape[1] == 0:
-                return box_pad, label_pad
-            low, high = label_pad.aminmax()  # padding is a valid box (0, 0, 0, 0) with label 0
-            ok = torch.isfinite(box_pad).all() & (box_pad[..., 2:] >= box_pad[..., :2]).all() & (low >= 0) \
+    def _checked_targets(self, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], device: torch.device
+                         ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Validate; return the object counts and all boxes ``[sum M_i, 4]`` float32 and labels int64, on
+        ``device``. Checked with a few ops over the whole batch; on a failure, image by image to name the bad one."""
+        counts = []
+        for b, lab in zip(boxes, labels):
+            if not (isinstance(b, torch.Tensor) and isinstance(lab, torch.Tensor) and b.dim() == 2 and b.shape[1] == 4
+                    and b.is_floating_point() and lab.dim() == 1 and lab.shape[0] == b.shape[0]
+                    and lab.dtype in _LABEL_DTYPES):
+                break
+            counts.append(b.shape[0])
+        else:
+            cat_boxes = torch.cat(list(boxes)).to(device=device, dtype=torch.float32) if boxes else torch.zeros(0, 4)
+            cat_labels = torch.cat(list(labels)).to(device=device, dtype=torch.int64) if labels else \
+                torch.zeros(0, dtype=torch.int64)
+            if len(cat_boxes) == 0:
+                return counts, cat_boxes, cat_labels
+            low, high = cat_labels.aminmax()
+            ok = torch.isfinite(cat_boxes).all() & (cat_boxes[:, 2:] >= cat_boxes[:, :2]).all() & (low >= 0) \
                 & (high <= self.num_classes - 2)
             if bool(ok):
-                return box_pad, label_pad
+                return counts, cat_boxes, cat_labels
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             check_boxes(b, f"boxes[{i}]")
             if lab.dim() != 1 or len(lab) != len(b):
@@ -434,14 +448,13 @@ class SSDBoxCoder:
         a = anchors.area.shape[0]
         dev = boxes.device
         valid = real if ign is None else real & ~ign  # the objects that take part in matching
-        c_img, c_obj, c_anchor = _candidates(anchors.grid, boxes, real, self.iou_threshold)
-        c_iou = _pair_iou(anchors, boxes[c_img, c_obj], c_anchor)
+        key, c_anchor = _candidates(anchors.grid, boxes, real, self.iou_threshold)  # key: image * M + object
+        c_iou = _pair_iou(anchors, boxes.view(-1, 4)[key], c_anchor)
         if ign is not None:
-            c_valid = valid[c_img, c_obj]
+            c_valid = valid.view(-1)[key]
             c_iou, ign_iou = c_iou.masked_fill(~c_valid, -1.0), c_iou
 
         # each object's best default box, the lowest index on ties (as an argmax over all default boxes gives)
-        key = c_img * m + c_obj
         best_iou = torch.full((n * m,), -1.0, device=dev).scatter_reduce_(0, key, c_iou, "amax")
         at_best = c_iou == best_iou[key]
         best_anchor = torch.full((n * m,), a, dtype=torch.int64, device=dev).scatter_reduce_(
@@ -464,12 +477,12 @@ class SSDBoxCoder:
 
         # threshold matches: each other default box with IoU >= 0.5 to a valid object gets its best one (the
         # lowest object index on ties)
-        c_key = c_img * a + c_anchor
+        c_key = torch.div(key, m, rounding_mode="floor") * a + c_anchor  # image * A + default box
         forced = torch.zeros(n * a, dtype=torch.bool, device=dev)
         forced[f_img * a + f_anchor] = True  # (torch.isin is ~5x slower than this dense mask)
         sel = ((c_iou >= self.iou_threshold) & ~forced[c_key]).nonzero().squeeze(1)
         t_key, inverse = torch.unique(c_key[sel], return_inverse=True)
-        t_iou, t_obj = c_iou[sel], c_obj[sel]
+        t_iou, t_obj = c_iou[sel], key[sel] % m
         best = torch.full((len(t_key),), -1.0, device=dev).scatter_reduce_(0, inverse, t_iou, "amax")
         at = t_iou == best[inverse]
         t_obj = torch.full((len(t_key),), m, dtype=torch.int64, device=dev).scatter_reduce_(
