@@ -183,8 +183,8 @@ class Detector:
         preset: ``"visualize"`` or ``"evaluate"`` (see :data:`PRESETS`).
         batch_size: images per forward pass.
         channels_last: run the network in channels_last memory format (the model is converted in place).
-            Measured faster for the SSD300 forward on this project's 2-core CPU (1.56 vs 1.42 and 1.50 vs 1.32
-            img/s at batch 8, two runs) and the usual choice on CUDA; ``False`` for the default NCHW layout.
+            Measured faster for SSD300 end to end on this project's 2-core CPU (1.75 vs 1.34 img/s at batch 8,
+            1.83 vs 1.53 at batch 1, interleaved runs) and the usual choice on CUDA; ``False`` for NCHW.
         **overrides: ``score_thresh``, ``nms_thresh``, ``top_k``, ``max_detections`` over the preset's values.
 
     Calling it (see :meth:`__call__`) accepts one image or a list of images.
