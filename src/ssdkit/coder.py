@@ -380,8 +380,9 @@ class SSDBoxCoder:
         py, ph = (y - row_y).div_(row_h).div_(v0), (h / row_h).log_().div_(v1)  # [N, rows]
         # (x, 0, w, 0) per column + (0, y, 0, h) per row, broadcast: an add whose innermost axes (shape, 4) are
         # contiguous everywhere runs ~5x faster than stacking four broadcast planes into the interleaved output
-        zero_c, zero_r = torch.zeros_like(px), torch.zeros_like(py)
-        by_col, by_row = torch.stack([px, zero_c, pw, zero_c], -1), torch.stack([zero_r, py, zero_r, ph], -1)
+        by_col = px.new_zeros(*px.shape, 4)
+        by_row = py.new_zeros(*py.shape, 4)
+        by_col[..., 0], by_col[..., 2], by_row[..., 1], by_row[..., 3] = px, pw, py, ph  # (stack(-1) is 2x slower)
         out = torch.empty(n, anchors.area.shape[0], 4, device=first.device)
         for start, f, k, c in anchors.levels:
             part = slice(c, c + f * k)
