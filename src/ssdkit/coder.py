@@ -68,20 +68,29 @@ class _Anchors(NamedTuple):
     levels: tuple[tuple[int, int, int, int], ...]  # per level: first default box, map size, shapes, first col/row
 
 
+def _level_blocks(boxes: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]):
+    """Per level: (first default box, map size f, shapes per cell k, ``boxes`` of the level viewed ``[f, f, k, 4]``
+    (row, column, shape)); checks that the levels account for every default box."""
+    start = 0
+    for f, k in zip(fm_sizes, per_cell):
+        yield start, f, k, boxes[start:start + f * f * k].view(f, f, k, 4)
+        start += f * f * k
+    if start != len(boxes):
+        raise ValueError(f"default boxes: expected {start} from the feature maps, got {len(boxes)}")
+
+
 def _separate(rt: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]):
     """Round-trip (cx, cy, w, h) default boxes -> (rt_x, rt_w) per (level, column, shape), (rt_y, rt_h) per
     (level, row, shape), and the level layout; checks that the boxes really form such grids."""
     cols: list[list[torch.Tensor]] = [[], [], [], []]
     levels = []
-    start = first = 0
-    for f, k in zip(fm_sizes, per_cell):
-        block = rt[start:start + f * f * k].view(f, f, k, 4)
+    first = 0
+    for start, f, k, block in _level_blocks(rt, fm_sizes, per_cell):
         for c, line in enumerate((block[:1, :, :, 0], block[:1, :, :, 2], block[:, :1, :, 1], block[:, :1, :, 3])):
             if not torch.equal(block[..., (0, 2, 1, 3)[c]], line.expand(f, f, k)):
                 raise ValueError("default boxes: not a grid of columns and rows per level and shape")
             cols[c].append(line.reshape(-1))
         levels.append((start, f, k, first))
-        start += f * f * k
         first += f * k
     x, w, y, h = (torch.cat(c) for c in cols)
     return (x, w), (y, h), tuple(levels)
@@ -127,23 +136,18 @@ class _Grid(NamedTuple):
 
 def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]) -> _Grid:
     width = max(fm_sizes)
-    xs, ys, extent, layout, last = [], [], [], [], []
-    offset = 0
-    for f, k in zip(fm_sizes, per_cell):
-        block = cxcywh[offset:offset + f * f * k].view(f, f, k, 4)
+    xs, ys, extent, layout, map_size = [], [], [], [], []
+    for start, f, k, block in _level_blocks(cxcywh, fm_sizes, per_cell):
         pad = torch.full((width - f,), math.inf, dtype=cxcywh.dtype, device=cxcywh.device)
         for t in range(k):
             xs.append(torch.cat([block[0, :, t, 0], pad]))
             ys.append(torch.cat([block[:, 0, t, 1], pad]))
             extent.append(block[0, 0, t, 2:])
-            layout.append((offset + t, f * k, k))
-            last.append(f - 1)
-        offset += f * f * k
-    if offset != len(cxcywh):
-        raise ValueError(f"default boxes: expected {offset} from the feature maps, got {len(cxcywh)}")
+            layout.append((start + t, f * k, k))
+            map_size.append(f)
     extent_t = torch.stack(extent, 1)
     centres = torch.stack([torch.stack(xs), torch.stack(ys)])  # [2, T, F]
-    sizes = torch.tensor(last, dtype=cxcywh.dtype, device=cxcywh.device) + 1  # [T]
+    sizes = torch.tensor(map_size, dtype=cxcywh.dtype, device=cxcywh.device)  # [T]
     first = centres[:, :, :1]
     span = centres.gather(2, (sizes.long() - 1).expand(2, -1)[..., None]) - first  # [2, T, 1]
     step = torch.where(sizes[:, None] > 1, span / (sizes - 1).clamp(min=1)[:, None], 1.0)  # any step for 1 centre
