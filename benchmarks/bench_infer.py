@@ -59,7 +59,7 @@ def write_jpegs(folder: Path, count: int, w: int = 500, h: int = 375) -> list[Pa
 def time_e2e(runners: dict, paths: list[Path], batch: int, repeat: int, say) -> dict:
     """Best images/s of each ``runner(list of paths)`` over ``repeat`` passes through all images, after a warm-up.
 
-    The passes are interleaved (every runner once, then again): this box's speed drifts by +-10% over minutes, and
+    The passes are interleaved (every runner once, then again): this box's speed drifts by 10-20% within minutes, and
     interleaving gives every runner the same mix of fast and slow periods, so the ratios are like for like.
     A runner that fails (e.g. torch.compile without a working C++ toolchain) is reported and gets None.
     """
@@ -156,35 +156,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_jpegs(Path(tmp), n_images)
 
-        def detector_runner(m: nn.Module, channels_last: bool):
-            det = Detector(m, cfg, names, device=device, channels_last=channels_last, **settings)
-            return lambda chunk: det([load_image(p) for p in chunk], batch_size=len(chunk))
+        if not args.forward_only:  # the end-to-end comparison (models, ONNX export, torchvision)
+            def detector_runner(m: nn.Module, channels_last: bool):
+                det = Detector(m, cfg, names, device=device, channels_last=channels_last, **settings)
+                return lambda chunk: det([load_image(p) for p in chunk], batch_size=len(chunk))
 
-        # "ssdkit eager" is Detector with channels_last=False (NCHW); "ssdkit channels_last" is Detector's default
-        runners: dict = {"ssdkit eager": detector_runner(model, False)}
-        runners["ssdkit channels_last"] = detector_runner(build_model(cfg).eval().to(device), True)
-        if not args.no_compile:
-            runners["ssdkit torch.compile"] = detector_runner(torch.compile(build_model(cfg).eval().to(device)),
-                                                              False)
-        if not args.forward_only:
+            # "ssdkit eager" is Detector with channels_last=False (NCHW); "ssdkit channels_last" is Detector's default
+            runners: dict = {"ssdkit eager": detector_runner(model, False)}
+            runners["ssdkit channels_last"] = detector_runner(build_model(cfg).eval().to(device), True)
+            if not args.no_compile:
+                runners["ssdkit torch.compile"] = detector_runner(torch.compile(build_model(cfg).eval().to(device)),
+                                                                  False)
             runners.update(onnx_runners(model, cfg, Path(tmp), say))
 
-        from torchvision.models.detection import ssd300_vgg16
+            from torchvision.models.detection import ssd300_vgg16
 
-        tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).eval().to(device)
-        tv.topk_candidates = 200  # ssdkit's per-class candidate count (torchvision's default is 400)
+            tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).eval().to(device)
+            tv.topk_candidates = 200  # ssdkit's per-class candidate count (torchvision's default is 400)
 
-        def run_tv(chunk):
-            with torch.inference_mode():
-                return tv([load_image(p).to(device).float() / 255 for p in chunk])
+            def run_tv(chunk):
+                with torch.inference_mode():
+                    return tv([load_image(p).to(device).float() / 255 for p in chunk])
 
-        runners["torchvision ssd300_vgg16"] = run_tv
+            runners["torchvision ssd300_vgg16"] = run_tv
 
-        for b in ([] if args.forward_only else batches):
-            for name, ips in time_e2e(runners, paths, b, repeat, say).items():
-                results["e2e_img_per_s"][f"{name} b{b}"] = ips
-                if ips is not None:
-                    say(f"{name + f' b{b}':<34} {ips:>8.2f} img/s")
+            for b in batches:
+                for name, ips in time_e2e(runners, paths, b, repeat, say).items():
+                    results["e2e_img_per_s"][f"{name} b{b}"] = ips
+                    if ips is not None:
+                        say(f"{name + f' b{b}':<34} {ips:>8.2f} img/s")
 
         # forward only, batch 8 of already resized and normalised images
         flops = model_flops(model, cfg.input_size, device)
