@@ -19,6 +19,7 @@ The torchvision ratio is like for like only at ``--width-mult 1`` (torchvision's
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -186,6 +187,9 @@ def main() -> None:
                     if ips is not None:
                         say(f"{name + f' b{b}':<34} {ips:>8.2f} img/s")
 
+            del runners  # free the end-to-end models and sessions before the forward-only rounds
+            gc.collect()
+
         # forward only, batch 8 of already resized and normalised images
         flops = model_flops(model, cfg.input_size, device)
         nets = {"eager": build_model(cfg).eval().to(device),
@@ -269,6 +273,10 @@ def onnx_runners(model: nn.Module, cfg, tmp: Path, say) -> dict:
     export_onnx(model, tmp / "nms.onnx", with_postprocess=True, class_names=names)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    # onnxruntime's pool threads spin-wait after each run by default; runners are interleaved pass by pass, so a
+    # spinning pool would steal the cores from whichever runner comes next
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     raw = ort.InferenceSession(str(tmp / "raw.onnx"), opts, providers=["CPUExecutionProvider"])
     nms = ort.InferenceSession(str(tmp / "nms.onnx"), opts, providers=["CPUExecutionProvider"])
 
