@@ -55,14 +55,11 @@ class _Anchors(NamedTuple):
     x2: torch.Tensor
     y2: torch.Tensor
     area: torch.Tensor  # [A]
-    rt_x: torch.Tensor  # [A] each: centres and sizes of the xyxy -> xywh round trip, used for encoding
-    rt_y: torch.Tensor
-    rt_w: torch.Tensor
-    rt_h: torch.Tensor
+    rt_rows: torch.Tensor  # [4, A] centres and sizes of the xyxy -> xywh round trip, used for encoding
     xy: torch.Tensor  # [A, 2] centres and sizes of the default boxes, used for decoding
     wh: torch.Tensor
     grid: _Grid  # the default boxes as one grid per (level, shape), for finding match candidates
-    iou_rows: torch.Tensor  # [A, 5] x1, y1, x2, y2, area: one gather fetches all a sparse IoU needs
+    iou_cols: torch.Tensor  # [5, A] x1, y1, x2, y2, area: one index_select fetches all a sparse IoU needs
     enc_cols: tuple[torch.Tensor, torch.Tensor]  # rt_x, rt_w per (level, column, shape): the same down a column
     enc_rows: tuple[torch.Tensor, torch.Tensor]  # rt_y, rt_h per (level, row, shape): the same along a row
     levels: tuple[tuple[int, int, int, int], ...]  # per level: first default box, map size, shapes, first col/row
@@ -120,18 +117,21 @@ def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
 class _Grid(NamedTuple):
     """The default boxes of each (level, shape) "type" as a grid: centres per column and per row, one size.
 
-    ``T`` types, ``F`` = largest feature map; centre lists of smaller levels are padded with +inf.
+    ``T`` types, ``F`` = largest feature map; centre lists of smaller levels are padded with +inf. Shapes are
+    laid out to broadcast against the ``[2 (x, y), T, Q]`` tensors of :func:`_candidates` without reshaping.
     """
 
     centres: torch.Tensor  # [2, T, F] column centres (x), then row centres (y), increasing
-    extent: torch.Tensor  # [2, T] the type's width, then height
-    area: torch.Tensor  # [T] width * height
-    last: torch.Tensor  # [T] float: feature-map size - 1 (index math runs in float32: faster than int64)
-    spacing: tuple[torch.Tensor, torch.Tensor] | None  # first centre and step, [2, T, 1, 1] each, if evenly spaced
-    size: torch.Tensor  # [T, 1, 1] float: feature-map size, "no centre"
-    base: torch.Tensor  # [T] int64 each: default box index = base + row * row_stride + col * col_stride
-    row_stride: torch.Tensor
-    col_stride: torch.Tensor
+    half_extent: torch.Tensor  # [2, T, 1] half the type's width, then height
+    extent_yx: torch.Tensor  # [2, T, 1] the type's height, then width
+    area: torch.Tensor  # [T, 1] width * height
+    last: torch.Tensor  # [T, 1] float: feature-map size - 1 (index math runs in float32: faster than int64)
+    size: torch.Tensor  # [T, 1] float: feature-map size
+    # if evenly spaced: centre k = first + k * step; else None (then searches in ``centres``)
+    first: torch.Tensor | None  # [2, T, 1]
+    step: torch.Tensor | None  # [2, T, 1]
+    layout: torch.Tensor  # [3, T] int64: default box index = base + row * row_stride + col * col_stride
+    shift: torch.Tensor  # [4, 1] (-1, 1, 0, 0): widens the plateau range of :func:`_candidates` by a centre
 
 
 def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[int]) -> _Grid:
@@ -145,7 +145,7 @@ def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[i
             extent.append(block[0, 0, t, 2:])
             layout.append((start + t, f * k, k))
             map_size.append(f)
-    extent_t = torch.stack(extent, 1)
+    ext = torch.stack(extent, 1)[..., None]  # [2, T, 1]
     centres = torch.stack([torch.stack(xs), torch.stack(ys)])  # [2, T, F]
     sizes = torch.tensor(map_size, dtype=cxcywh.dtype, device=cxcywh.device)  # [T]
     first = centres[:, :, :1]
@@ -154,16 +154,38 @@ def _grid_of(cxcywh: torch.Tensor, fm_sizes: Sequence[int], per_cell: Sequence[i
     j = torch.arange(width, dtype=cxcywh.dtype, device=cxcywh.device)
     inside = j < sizes[:, None]  # [T, F]: real (not padded) centres
     even = bool(((first + j * step - centres).abs()[:, inside] <= 1e-3).all())
-    ints = {"dtype": torch.int64, "device": cxcywh.device}
-    return _Grid(centres, extent_t, extent_t[0] * extent_t[1], sizes - 1,
-                 (first[..., None], step[..., None]) if even else None,
-                 sizes[:, None, None], *torch.tensor(layout, **ints).t().contiguous())
+    return _Grid(centres, ext / 2, ext.flip(0), ext[0] * ext[1], (sizes - 1)[:, None], sizes[:, None],
+                 first if even else None, step if even else None,
+                 torch.tensor(layout, dtype=torch.int64, device=cxcywh.device).t().contiguous(),
+                 torch.tensor([[-1.0], [1.0], [0.0], [0.0]], dtype=cxcywh.dtype, device=cxcywh.device))
 
 
-def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_threshold: float,
+class _Objects(NamedTuple):
+    """A batch's objects (``Q = N * M``, padded), laid out object-innermost: small ops on strided views take
+    PyTorch's slow generic path, several times slower."""
+
+    lo: torch.Tensor  # [2 (x, y), 1, Q] x1, y1
+    hi: torch.Tensor  # [2, 1, Q] x2, y2
+    size: torch.Tensor  # [2, 1, Q] w, h
+    mid: torch.Tensor  # [2, 1, Q] cx, cy (the xyxy -> xywh arithmetic of ``change_box_order``)
+    iou_rows: torch.Tensor  # [5, Q] x1, y1, x2, y2, area (torchvision's box_iou arithmetic)
+
+
+def _objects_of(boxes: torch.Tensor) -> _Objects:
+    """``boxes[N, M, 4]`` xyxy -> :class:`_Objects`."""
+    q = boxes.shape[0] * boxes.shape[1]
+    rows = torch.empty(5, q, dtype=boxes.dtype, device=boxes.device)
+    rows[:4].copy_(boxes.reshape(q, 4).t())
+    b = rows[:4].view(2, 2, 1, q)  # [lo/hi, x/y, 1, Q]
+    size = b[1] - b[0]
+    torch.mul(size[0, 0], size[1, 0], out=rows[4])
+    return _Objects(b[0], b[1], size, (b[0] + b[1]) / 2, rows)
+
+
+def _candidates(grid: _Grid, obj: _Objects, iou_threshold: float,
                 slack: float = 1e-2, margin: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """A small superset of the (object, default box) pairs that matching needs, from ``boxes[N, M, 4]``: two
-    ``Tensor[K]`` int64, the object as ``image * M + object`` and the default box.
+    """A small superset of the (object, default box) pairs that matching needs: two ``Tensor[K]`` int64, the
+    object (``image * M + object``) and the default box; a pair may appear twice.
 
     Per object and default-box type, the overlap with a grid box is (x overlap of its column) * (y overlap of
     its row), each a trapezoid in the box centre, symmetric about the object's centre; the type's best IoU is at
@@ -174,72 +196,82 @@ def _candidates(grid: _Grid, boxes: torch.Tensor, real: torch.Tensor, iou_thresh
         t / (1 + t) * (area_a + area_b), so an x overlap >= that / min(anchor height, object height) (likewise
         for y): a range of centres.
     Bounds are loosened by ``slack`` pixels and ``margin`` (relative); exact IoUs of the candidates come after.
+    Zero-area objects (and the padding) overlap nothing and get no candidates.
     """
-    n, m, _ = boxes.shape
-    # everything below is laid out with the objects innermost and contiguous: small ops on strided views take
-    # PyTorch's slow generic path, several times slower
-    b = boxes.reshape(n * m, 2, 2).permute(1, 2, 0).contiguous()  # [2 (low, high), 2 (x, y), Q = N * M]
-    lo_b, hi_b = b[0][:, None], b[1][:, None]  # [2, 1, Q]
-    size = hi_b - lo_b
-    ext = grid.extent[:, :, None]  # [2, T, 1]
-    mid = (lo_b + hi_b) / 2
-    area_b = size[0] * size[1]  # [1, Q]
-    dev = (ext - size).abs_().div_(2).add_(slack)  # [2, T, Q]: half-width of the plateau
-    need = (grid.area[:, None] + area_b).mul_(iou_threshold / (1 + iou_threshold) * (1 - margin))  # [T, Q]
-    lo = need / torch.minimum(ext.flip(0), size.flip(0))  # [2, T, Q]: least overlap on each axis for IoU >= t
-    half = ext / 2 + slack
-    queries = torch.stack([mid.expand_as(dev), mid - dev, mid + dev, lo_b + lo - half, hi_b - lo + half], 2)
-    at = _first_at_least(grid, queries).unbind(2)  # [2, T, Q] each: first centre >= each query
-    # the type's best: the centre nearest the object's centre, on each axis
-    right = torch.minimum(at[0], grid.last[:, None]).long()
-    left = (at[0] - 1).clamp_(min=0).long()
-    c_right, c_left = grid.centres.gather(2, right), grid.centres.gather(2, left)
-    c_best = torch.where((c_left - mid).abs_() <= (c_right - mid).abs_(), c_left, c_right)
-    ov = (torch.minimum(c_best + ext / 2, hi_b) - torch.maximum(c_best - ext / 2, lo_b)).clamp_(min=0)
+    lo_b, hi_b, size, mid = obj.lo, obj.hi, obj.size, obj.mid  # [2, 1, Q] each
+    q_count = size.shape[2]
+    area_sum = grid.area + obj.iou_rows[4]  # [T, Q]
+    dev = (grid.half_extent - size / 2).abs_().add_(slack)  # [2, T, Q]: half-width of the plateau
+    # least overlap on each axis for IoU >= t, less the type's half extent (and slack): [2, T, Q]
+    lo = torch.div(area_sum * (iou_threshold / (1 + iou_threshold) * (1 - margin)),
+                   torch.minimum(grid.extent_yx, size.flip(0))).sub_(grid.half_extent + slack)
+    # per axis, as start and exclusive end: the plateau [first centre >= mid - dev, less one; first > mid + dev,
+    # plus one] and the threshold range [first centre >= x1 + lo - half extent; first > x2 - lo + half extent)
+    ends = _first_at_least(grid, torch.stack([mid - dev, mid + dev, lo_b + lo, hi_b - lo], 2)).add_(grid.shift)
+    # starts and spans [4 (x start, y start, columns, rows), T, 2 (plateau, threshold), Q]; a plateau past the
+    # grid's edge keeps the centre at that edge
+    ranges = ends.new_empty(4, *ends.shape[1:2], 2, q_count)
+    start, span = ranges[:2], ranges[2:]
+    torch.clamp(ends[:, :, 0::2], min=0, out=start).clamp_(max=grid.last[..., None])
+    torch.clamp(ends[:, :, 1::2], min=1, out=span).clamp_(max=grid.size[..., None]).sub_(start).clamp_(min=0)
+
+    # the type's best IoU: at the centre nearest the object's centre, on each axis
+    c = _nearest_centre(grid, mid)  # [2, T, Q]
+    ov = (torch.minimum(c + grid.half_extent, hi_b) - torch.maximum(c - grid.half_extent, lo_b)).clamp_(min=0)
     inter = ov[0] * ov[1]
-    type_best = inter / ((grid.area[:, None] + area_b[0]) - inter)  # [T, Q]
-    near = (type_best >= type_best.amax(0) * (1 - margin)) & (type_best > 0)
-    thr = (type_best >= iou_threshold * (1 - margin)) & (at[3] < at[4]).all(0)
-    # column (row) range: the hull of the near range [at1 - 1, at2] and the threshold range [at3, at4 - 1]
-    none = grid.centres.shape[2] + 1
-    start = torch.minimum(torch.where(near, at[1] - 1, none), torch.where(thr, at[3], none)).clamp_(min=0)
-    end = torch.minimum(torch.maximum(torch.where(near, at[2], -1), torch.where(thr, at[4] - 1, -1)),
-                        grid.last[:, None])
-    span = (end - start + 1).clamp_(min=0)  # [2, T, Q]
-    count = (span[0] * span[1]).mul_(real.reshape(1, -1))  # [T, Q]: candidates per (type, object)
-    t_g, q_g = count.nonzero(as_tuple=True)  # the groups (type, object) with candidates
-    per = count[t_g, q_g].long()
+    type_best = inter / (area_sum - inter)  # [T, Q]
+    best = type_best.amax(0).mul_(1 - margin).clamp_(min=1e-9)  # (objects that overlap nothing: no candidate)
+    keep = torch.stack([type_best >= best, type_best >= iou_threshold * (1 - margin)], 1)  # [T, 2, Q]
+    count = (span[0] * span[1]).mul_(keep)  # [T, 2, Q]: candidates per (type, kind, object)
+
+    group = count.view(-1).nonzero().squeeze(1)  # the groups (type, kind, object) with candidates
+    col0, row0, ncol, nrow = ranges.view(4, -1).index_select(1, group).long()
+    per = ncol * nrow
     total = int(per.sum())
-    info = torch.stack([t_g, q_g, start[0][t_g, q_g].long(), start[1][t_g, q_g].long(), span[0][t_g, q_g].long(),
-                        per.cumsum(0) - per])  # [6, G]
-    member = torch.repeat_interleave(torch.arange(len(per), device=boxes.device), per, output_size=total)
-    t, obj_flat, col0, row0, ncol, first = info[:, member].unbind(0)  # per candidate
-    q = torch.arange(total, device=boxes.device) - first  # the candidate's number within its group
-    anchor = grid.base[t] + (row0 + torch.div(q, ncol, rounding_mode="floor")) * grid.row_stride[t] \
-        + (col0 + q % ncol) * grid.col_stride[t]
+    t = torch.div(group, 2 * q_count, rounding_mode="floor")
+    base, row_stride, col_stride = grid.layout.index_select(1, t)
+    # per group: its first default box, columns, strides, object and first candidate; then per candidate
+    info = torch.stack([base + row0 * row_stride + col0 * col_stride, ncol, row_stride, col_stride,
+                        group % q_count, per.cumsum(0) - per])
+    first_box, ncol, row_stride, col_stride, obj_flat, first = torch.repeat_interleave(
+        info, per, dim=1, output_size=total)
+    j = torch.arange(total, device=group.device).sub_(first)  # the candidate's number within its group
+    anchor = first_box + torch.div(j, ncol, rounding_mode="floor") * row_stride + (j % ncol) * col_stride
     return obj_flat, anchor
 
 
 def _first_at_least(grid: _Grid, queries: torch.Tensor) -> torch.Tensor:
-    """Index of the first grid centre >= each query (the map size if none), ``queries[2, T, K, Q]`` -> float32
-    indices, up to rounding (callers loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is
-    ~5x slower here), else a search."""
-    if grid.spacing is None:
+    """Index of the first grid centre >= each query, ``queries[2, T, K, Q]`` -> float32 indices, up to rounding
+    (callers loosen their bounds): arithmetic on an evenly spaced grid (searchsorted is ~5x slower here; may
+    go below 0 or past the map size), else a search (0 to the map size)."""
+    if grid.first is None:
         num_types = grid.area.shape[0]
         at = torch.searchsorted(grid.centres.flatten(0, 1), queries.view(2 * num_types, -1), out_int32=True)
         return at.view(queries.shape).to(queries.dtype)
-    first, step = grid.spacing  # [2, T, 1, 1] each
-    return torch.minimum((queries - first).div_(step).ceil_().clamp_(min=0), grid.size)
+    return (queries - grid.first[..., None]).div_(grid.step[..., None]).ceil_()
 
 
-def _pair_iou(anchors: _Anchors, boxes: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """IoU of ``boxes[K, 4]`` with default boxes ``anchor[K]``: :func:`_batched_iou`'s arithmetic, per pair."""
-    bx1, by1, bx2, by2 = boxes.unbind(1)
-    ax1, ay1, ax2, ay2, area = anchors.iou_rows[anchor].unbind(1)
+def _nearest_centre(grid: _Grid, mid: torch.Tensor) -> torch.Tensor:
+    """The grid centre nearest ``mid[2, 1, Q]`` on each axis, per type: ``Tensor[2, T, Q]`` (on an exact tie
+    either; callers compare IoUs with a margin)."""
+    if grid.first is None:
+        right = _first_at_least(grid, mid[:, :, None].expand(-1, grid.area.shape[0], -1, -1).contiguous())[:, :, 0]
+        right = torch.minimum(right, grid.last).long()
+        left = (right - 1).clamp_(min=0)
+        c_right, c_left = grid.centres.gather(2, right), grid.centres.gather(2, left)
+        return torch.where((c_left - mid).abs_() <= (c_right - mid).abs_(), c_left, c_right)
+    k = (mid - grid.first).div_(grid.step).round_().clamp_(min=0)
+    return torch.minimum(k, grid.last).mul_(grid.step).add_(grid.first)
+
+
+def _pair_iou(anchors: _Anchors, obj: _Objects, key: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """IoU of objects ``key[K]`` with default boxes ``anchor[K]``: :func:`_batched_iou`'s arithmetic, per pair."""
+    bx1, by1, bx2, by2, area_b = obj.iou_rows.index_select(1, key)
+    ax1, ay1, ax2, ay2, area = anchors.iou_cols.index_select(1, anchor)
     w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
     h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
     inter = w * h
-    return inter / ((area + (bx2 - bx1) * (by2 - by1)) - inter)
+    return inter / ((area + area_b) - inter)
 
 
 class SSDBoxCoder:
@@ -284,10 +316,10 @@ class SSDBoxCoder:
             rt = self._xywh_rt.to(device)
             d = self.default_boxes.to(device)
             self._device_cache[key] = _Anchors(
-                x1, y1, x2, y2, (x2 - x1) * (y2 - y1), *(rt[:, i].contiguous() for i in range(4)),
+                x1, y1, x2, y2, (x2 - x1) * (y2 - y1), rt.t().contiguous(),
                 d[:, :2].contiguous(), d[:, 2:].contiguous(),
                 _grid_of(d, self.fm_sizes, self.config.num_anchors),
-                torch.cat([xyxy, ((x2 - x1) * (y2 - y1))[:, None]], 1),
+                torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]),
                 *_separate(rt, self.fm_sizes, self.config.num_anchors))
         return self._device_cache[key]
 
@@ -340,50 +372,56 @@ class SSDBoxCoder:
             return (torch.zeros(n, num_anchors, 4, device=device),
                     torch.zeros(n, num_anchors, dtype=torch.int64, device=device))
         # pad to [N, M]: scatter the concatenated objects to their (image, slot) places (pad_sequence is ~10x
-        # slower: a copy per image)
-        count_t = torch.tensor(counts, device=device)
-        slot = torch.repeat_interleave(torch.arange(n, device=device) * m - (count_t.cumsum(0) - count_t), count_t,
-                                       output_size=len(cat_boxes)) + torch.arange(len(cat_boxes), device=device)
-        box_pad = torch.zeros(n * m, 4, device=device).index_put_((slot,), cat_boxes).view(n, m, 4)
-        label_pad = torch.zeros(n * m, dtype=torch.int64, device=device).index_put_((slot,), cat_labels).view(n, m)
-        real = torch.zeros(n * m, dtype=torch.bool, device=device).index_fill_(0, slot, True).view(n, m)
+        # slower: a copy per image); padding is a zero-size box at the origin, which overlaps nothing
+        if min(counts) == m:
+            slot = None
+            box_pad, label_pad = cat_boxes.view(n, m, 4), cat_labels
+        else:
+            count_t = torch.tensor(counts, device=device)
+            slot = torch.repeat_interleave(torch.arange(n, device=device) * m - (count_t.cumsum(0) - count_t),
+                                           count_t, output_size=len(cat_boxes)).add_(
+                torch.arange(len(cat_boxes), device=device))
+            box_pad = cat_boxes.new_zeros(n * m, 4).index_copy_(0, slot, cat_boxes).view(n, m, 4)
+            label_pad = cat_labels.new_zeros(n * m).index_copy_(0, slot, cat_labels)
         ign = None
         if ignore is not None and any(g is not None and len(g) and bool(g.any()) for g in ignore):
             flags = torch.cat([torch.zeros(k, dtype=torch.bool, device=device) if g is None or len(g) == 0
                                else g.to(device=device, dtype=torch.bool) for k, g in zip(counts, ignore)])
-            ign = torch.zeros(n * m, dtype=torch.bool, device=device).index_put_((slot,), flags).view(n, m)
-        img, anchor, obj, ignored = self._match(anchors, box_pad, real, ign)
+            ign = flags if slot is None else torch.zeros(n * m, dtype=torch.bool, device=device).index_copy_(
+                0, slot, flags)
+        obj = _objects_of(box_pad)
+        where, who, ignored = self._match(anchors, box_pad, obj, ign)  # default box image * A + box, object
 
         # Unmatched rows carry object 0's encoding, as the notebook's coder did: write that for every row (per
         # column / row of each level, then broadcast), then overwrite the few matched rows. Both use the same
         # float arithmetic as encoding the picked boxes one by one.
-        xywh = change_box_order(box_pad, "xyxy2xywh")  # [N, M, 4]
         # clamp keeps zero-size objects (never matched) from putting -inf into unmatched rows
-        xywh[..., 2:].clamp_(min=1e-6)
-        loc_targets = self._unmatched_offsets(anchors, xywh[:, 0])
-        loc_targets[img, anchor] = self._offsets(anchors, xywh[img, obj], anchor)
-        empty = count_t == 0
-        if bool(empty.any()):
-            loc_targets[empty] = 0.0
+        xywh = torch.cat([obj.mid, obj.size.clamp(min=1e-6)]).view(4, n, m)
+        loc_targets = self._unmatched_offsets(anchors, xywh[:, :, :1])
+        flat_loc = loc_targets.view(-1, 4)
+        flat_loc.index_copy_(0, where, self._offsets(anchors, xywh.view(4, -1).index_select(1, who),
+                                                     where % num_anchors))
+        if 0 in counts:
+            loc_targets[torch.tensor([i for i, k in enumerate(counts) if k == 0], device=device)] = 0.0
 
-        cls_targets = torch.zeros(n, num_anchors, dtype=torch.int64, device=device)
+        cls_targets = torch.zeros(n * num_anchors, dtype=torch.int64, device=device)
         if ignored is not None:
-            cls_targets.view(-1)[ignored] = -1
-        cls_targets[img, anchor] = label_pad[img, obj] + 1
-        return loc_targets, cls_targets
+            cls_targets[ignored] = -1
+        cls_targets.index_copy_(0, where, label_pad.view(-1).index_select(0, who).add_(1))
+        return loc_targets, cls_targets.view(n, num_anchors)
 
     def _unmatched_offsets(self, anchors: _Anchors, first: torch.Tensor) -> torch.Tensor:
-        """``Tensor[N, A, 4]``: every default box's offsets from its image's object 0, ``first[N, 4]`` (cx, cy, w,
-        h; w, h > 0), with :meth:`_offsets`'s arithmetic. A default box's x offsets depend only on its level,
+        """``Tensor[N, A, 4]``: every default box's offsets from its image's object 0, ``first[4, N, 1]`` (cx, cy,
+        w, h; w, h > 0), with :meth:`_offsets`'s arithmetic. A default box's x offsets depend only on its level,
         column and shape (y: row): computed once per column (row), then written out level by level, broadcast."""
         v0, v1 = self.variances
-        n = len(first)
-        x, y, w, h = first[:, :, None].unbind(1)  # [N, 1] each
+        n = first.shape[1]
+        x, y, w, h = first  # [N, 1] each
         (col_x, col_w), (row_y, row_h) = anchors.enc_cols, anchors.enc_rows
-        px, pw = (x - col_x).div_(col_w).div_(v0), (w / col_w).log_().div_(v1)  # [N, columns]
-        py, ph = (y - row_y).div_(row_h).div_(v0), (h / row_h).log_().div_(v1)  # [N, rows]
         # (x, 0, w, 0) per column + (0, y, 0, h) per row, broadcast: an add whose innermost axes (shape, 4) are
         # contiguous everywhere runs ~5x faster than stacking four broadcast planes into the interleaved output
+        px, pw = (x - col_x).div_(col_w).div_(v0), (w / col_w).log_().div_(v1)  # [N, columns]
+        py, ph = (y - row_y).div_(row_h).div_(v0), (h / row_h).log_().div_(v1)  # [N, rows]
         by_col = px.new_zeros(*px.shape, 4)
         by_row = py.new_zeros(*py.shape, 4)
         by_col[..., 0], by_col[..., 2], by_row[..., 1], by_row[..., 3] = px, pw, py, ph  # (stack(-1) is 2x slower)
@@ -394,13 +432,13 @@ class SSDBoxCoder:
                       out=out[:, start:start + f * f * k].view(n, f, f, k, 4))
         return out
 
-    def _offsets(self, anchors: _Anchors, boxes: torch.Tensor, anchor) -> torch.Tensor:
-        """Offsets of ``boxes[..., 4]`` (cx, cy, w, h; w, h > 0) from the default boxes ``anchor`` (broadcast
-        against ``boxes[..., 0]``): the notebook's ``((x - x_d) / w_d / v0, ..., log(w / w_d) / v1, ...)`` with its
-        float arithmetic. Plane by plane, stacked at the end: ops over a last axis of 4 are ~10x slower on CPU."""
+    def _offsets(self, anchors: _Anchors, boxes: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """Offsets ``Tensor[K, 4]`` of ``boxes[4, K]`` (cx, cy, w, h rows; w, h > 0) from the default boxes
+        ``anchor[K]``: the notebook's ``((x - x_d) / w_d / v0, ..., log(w / w_d) / v1, ...)`` with its float
+        arithmetic. Plane by plane, stacked at the end: ops over a last axis of 4 are ~10x slower on CPU."""
         v0, v1 = self.variances
-        x, y, w, h = boxes.unbind(-1)
-        rx, ry, rw, rh = anchors.rt_x[anchor], anchors.rt_y[anchor], anchors.rt_w[anchor], anchors.rt_h[anchor]
+        x, y, w, h = boxes
+        rx, ry, rw, rh = anchors.rt_rows.index_select(1, anchor)
         return torch.stack([(x - rx).div_(rw).div_(v0), (y - ry).div_(rh).div_(v0),
                             (w / rw).log_().div_(v1), (h / rh).log_().div_(v1)], -1)
 
@@ -421,10 +459,13 @@ class SSDBoxCoder:
                 torch.zeros(0, dtype=torch.int64)
             if len(cat_boxes) == 0:
                 return counts, cat_boxes, cat_labels
-            low, high = cat_labels.aminmax()
-            ok = torch.isfinite(cat_boxes).all() & (cat_boxes[:, 2:] >= cat_boxes[:, :2]).all() & (low >= 0) \
-                & (high <= self.num_classes - 2)
-            if bool(ok):
+            # widths and heights >= 0 and finite (NaN fails every comparison; an infinite coordinate makes its
+            # width infinite or NaN), labels in range: one sync for the whole batch
+            size_lo, size_hi = (cat_boxes[:, 2:] - cat_boxes[:, :2]).aminmax()
+            label_lo, label_hi = cat_labels.aminmax()
+            size_lo, size_hi, label_lo, label_hi = torch.stack(
+                [size_lo, size_hi, label_lo.to(size_lo.dtype), label_hi.to(size_lo.dtype)]).tolist()
+            if size_lo >= 0 and size_hi < math.inf and label_lo >= 0 and label_hi <= self.num_classes - 2:
                 return counts, cat_boxes, cat_labels
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             check_boxes(b, f"boxes[{i}]")
@@ -439,62 +480,63 @@ class SSDBoxCoder:
                 )
         raise AssertionError("encode_batch: a batch-wide check failed but no image fails on its own")
 
-    def _match(self, anchors: _Anchors, boxes: torch.Tensor, real: torch.Tensor, ign: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Match ``boxes[N, M, 4]`` (``real``: not padding; ``ign``: ignored objects or None, ``[N, M]`` bool).
+    def _match(self, anchors: _Anchors, boxes: torch.Tensor, obj: _Objects, ign: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Match ``boxes[N, M, 4]`` (``obj``: the same as :class:`_Objects`; ``ign``: ``Tensor[N * M]`` bool,
+        ignored objects, or None).
 
-        Returns ``Tensor[K]`` int64 each: image, default box and object of every match (forced bipartite matches
-        first, then the IoU threshold), and the flat ``image * A + box`` indices of the default boxes that an
-        ignored object overlaps by >= the threshold (None without ignored objects). Exact IoUs are computed only
-        for the candidates of :func:`_candidates` (tens per object, not ``A``), with :func:`_batched_iou`'s
-        arithmetic.
+        Returns ``Tensor[K]`` int64 each: the default box (``image * A + box``) and the object (``image * M +
+        object``) of every match (forced bipartite matches first, then the IoU threshold), and the ``image * A +
+        box`` indices of the default boxes that an ignored object overlaps by >= the threshold (None without
+        ignored objects). Exact IoUs are computed only for the candidates of :func:`_candidates` (tens per
+        object, not ``A``), with :func:`_batched_iou`'s arithmetic.
         """
         n, m, _ = boxes.shape
         a = anchors.area.shape[0]
         dev = boxes.device
-        valid = real if ign is None else real & ~ign  # the objects that take part in matching
-        key, c_anchor = _candidates(anchors.grid, boxes, real, self.iou_threshold)  # key: image * M + object
-        c_iou = _pair_iou(anchors, boxes.view(-1, 4)[key], c_anchor)
+        key, c_anchor = _candidates(anchors.grid, obj, self.iou_threshold)  # key: image * M + object
+        c_iou = _pair_iou(anchors, obj, key, c_anchor)
         if ign is not None:
-            c_valid = valid.view(-1)[key]
-            c_iou, ign_iou = c_iou.masked_fill(~c_valid, -1.0), c_iou
+            c_ign = ign.index_select(0, key)
+            c_iou, ign_iou = c_iou.masked_fill(c_ign, -1.0), c_iou
 
         # each object's best default box, the lowest index on ties (as an argmax over all default boxes gives)
         best_iou = torch.full((n * m,), -1.0, device=dev).scatter_reduce_(0, key, c_iou, "amax")
-        at_best = c_iou == best_iou[key]
+        at_best = c_iou == best_iou.index_select(0, key)
         best_anchor = torch.full((n * m,), a, dtype=torch.int64, device=dev).scatter_reduce_(
-            0, key[at_best], c_anchor[at_best], "amin").view(n, m)
+            0, key, torch.where(at_best, c_anchor, a), "amin").view(n, m)
         matchable = best_iou.view(n, m) >= 1e-6  # the notebook's coder stops at IoU < 1e-6
         best_anchor.masked_fill_(~matchable, -1)
         # When the objects' best default boxes are all distinct, greedy bipartite matching gives each object its
         # own best box. Only images with a collision need the greedy loop (over all their IoUs).
         same = (best_anchor[:, :, None] == best_anchor[:, None, :]) & matchable[:, :, None]  # [N, M, M]
         collide = same.sum((1, 2)) > matchable.sum(1)  # more pairs than the diagonal
-        f_img, f_obj = (matchable & ~collide[:, None]).nonzero(as_tuple=True)
-        f_anchor = best_anchor[f_img, f_obj]
+        f_who = (matchable & ~collide[:, None]).view(-1).nonzero().squeeze(1)  # image * M + object
+        f_img = torch.div(f_who, m, rounding_mode="floor")
+        f_where = best_anchor.view(-1).index_select(0, f_who).add_(f_img * a)
         if bool(collide.any()):
             sub = collide.nonzero().squeeze(1)
-            greedy = self._greedy_match(_batched_iou(anchors, boxes[sub]).masked_fill_(~valid[sub, :, None], -1.0))
+            ious = _batched_iou(anchors, boxes[sub])
+            if ign is not None:
+                ious.masked_fill_(ign.view(n, m)[sub, :, None], -1.0)
+            greedy = self._greedy_match(ious)
             g_img, g_anchor = (greedy >= 0).nonzero(as_tuple=True)
-            f_img = torch.cat([f_img, sub[g_img]])
-            f_anchor = torch.cat([f_anchor, g_anchor])
-            f_obj = torch.cat([f_obj, greedy[g_img, g_anchor]])
+            f_where = torch.cat([f_where, sub[g_img] * a + g_anchor])
+            f_who = torch.cat([f_who, sub[g_img] * m + greedy[g_img, g_anchor]])
 
         # threshold matches: each other default box with IoU >= 0.5 to a valid object gets its best one (the
         # lowest object index on ties)
-        c_key = torch.div(key, m, rounding_mode="floor") * a + c_anchor  # image * A + default box
+        c_key = torch.div(key, m, rounding_mode="floor").mul_(a).add_(c_anchor)  # image * A + default box
         forced = torch.zeros(n * a, dtype=torch.bool, device=dev)
-        forced[f_img * a + f_anchor] = True  # (torch.isin is ~5x slower than this dense mask)
-        sel = ((c_iou >= self.iou_threshold) & ~forced[c_key]).nonzero().squeeze(1)
-        t_key, inverse = torch.unique(c_key[sel], return_inverse=True)
-        t_iou, t_obj = c_iou[sel], key[sel] % m
-        best = torch.full((len(t_key),), -1.0, device=dev).scatter_reduce_(0, inverse, t_iou, "amax")
-        at = t_iou == best[inverse]
-        t_obj = torch.full((len(t_key),), m, dtype=torch.int64, device=dev).scatter_reduce_(
-            0, inverse[at], t_obj[at], "amin")
-        ignored = None if ign is None else torch.unique(c_key[(ign_iou >= self.iou_threshold) & ~c_valid])
-        return (torch.cat([f_img, torch.div(t_key, a, rounding_mode="floor")]),
-                torch.cat([f_anchor, t_key % a]), torch.cat([f_obj, t_obj]), ignored)
+        forced[f_where] = True  # (torch.isin is ~5x slower than this dense mask)
+        sel = ((c_iou >= self.iou_threshold) & ~forced.index_select(0, c_key)).nonzero().squeeze(1)
+        t_where, inverse = torch.unique(c_key.index_select(0, sel), return_inverse=True)
+        t_iou, t_who = c_iou.index_select(0, sel), key.index_select(0, sel)
+        best = torch.full((len(t_where),), -1.0, device=dev).scatter_reduce_(0, inverse, t_iou, "amax")
+        t_who = torch.full((len(t_where),), n * m, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, inverse, torch.where(t_iou == best.index_select(0, inverse), t_who, n * m), "amin")
+        ignored = None if ign is None else torch.unique(c_key[(ign_iou >= self.iou_threshold) & c_ign])
+        return torch.cat([f_where, t_where]), torch.cat([f_who, t_who]), ignored
 
     @staticmethod
     def _greedy_match(ious: torch.Tensor) -> torch.Tensor:
