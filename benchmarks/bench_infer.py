@@ -116,7 +116,7 @@ def model_flops(model: nn.Module, size: int, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width-mult", type=float, default=None, help="ssdkit width (default 1.0; 0.25 with --quick)")
     ap.add_argument("--images", type=int, default=None, help="JPEGs per pass (default 16; 8 with --quick)")
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     width = args.width_mult if args.width_mult is not None else (0.25 if args.quick else 1.0)
     n_images = args.images or (8 if args.quick else 16)
     repeat = args.repeat or (1 if args.quick else 2)
@@ -239,7 +239,7 @@ def main() -> None:
 
     if args.json:
         print(json.dumps(results, indent=1))
-        return
+        return results
     print()
     for k, v in ratios.items():
         print(f"{k:<48} {v:>6.2f}x")
@@ -253,6 +253,7 @@ def main() -> None:
     if "note" in results:
         print(f"note: {results['note']}")
     print(f"({results['device']}, {results['threads']} threads, torch {results['torch']})")
+    return results
 
 
 def onnx_runners(model: nn.Module, cfg, tmp: Path, say) -> dict:

@@ -424,7 +424,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8, help="step-speed batch size")
     ap.add_argument("--width-mult", type=float, default=None,
@@ -446,7 +446,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -467,7 +467,7 @@ def main() -> None:
         result["map"] = bench_map(args, device, args.width_mult if args.width_mult is not None else 0.125, say)
     if args.json:
         print(json.dumps(result, indent=2))
-        return
+        return result
     mc = result["machine"]
     print(f"machine: {mc['platform']}, {mc['device']}, {mc['threads']} threads, torch {mc['torch']}, "
           f"torchvision {mc['torchvision']}")
@@ -489,6 +489,7 @@ def main() -> None:
               f"{r['ssdkit_map_via_evaluate_model']:.4f}; train {r['train_seconds']['ssdkit']} s)")
         print(f"  torchvision SSD  {r['voc07_map']['torchvision']:.4f}  (train {r['train_seconds']['torchvision']} s)")
 
+    return result
 
 if __name__ == "__main__":
     main()

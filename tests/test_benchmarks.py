@@ -21,3 +21,33 @@ def test_bench_coder_measures_both_sides():
         assert r["ssdkit"] > 0 and r["speedup"] > 0
     assert result["decode_ms_per_image"]["torchvision"] > 0
     assert result["encode_ms_per_image"]["notebook_loop"] > 0
+
+
+def test_bench_augment_measures_both_sides():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = load("bench_augment").main(["--images", "2", "--rounds", "1", "--json"])
+    finally:
+        torch.set_num_threads(threads)  # the benchmark pins one thread
+    assert result["ssdkit_img_per_s"] > 0 and result["torchvision_img_per_s"] > 0 and result["ratio"] > 0
+
+
+def test_bench_train_measures_both_sides():
+    result = load("bench_train").main(["--batch", "1", "--width-mult", "0.125", "--steps", "1", "--rounds", "1",
+                                       "--warmup", "0", "--json"])
+    step = result["step"]
+    assert step["ssdkit_img_per_s"] > 0 and step["torchvision_img_per_s"] > 0 and step["ratio"] > 0
+    assert step["anchors_match"] is True  # torchvision's SSD built on ssdkit's network has the same default boxes
+
+
+def test_bench_infer_runs_every_runner():
+    result = load("bench_infer").main(["--quick", "--no-compile", "--width-mult", "0.125", "--images", "2",
+                                       "--batches", "1", "--repeat", "1", "--json"])
+    e2e = result["e2e_img_per_s"]
+    assert {"ssdkit eager b1", "ssdkit channels_last b1", "torchvision ssd300_vgg16 b1"} <= set(e2e)
+    assert all(v is None or v > 0 for v in e2e.values())
+    assert "ssdkit channels_last b1 / torchvision" in result["ratios_vs_torchvision"]
+    fwd = result["forward"]
+    assert fwd["gflops_per_image"] > 0 and fwd["channels_last"]["pct_of_flop_limit"] > 0
