@@ -22,6 +22,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -62,7 +63,9 @@ def make_images(count: int, seed: int) -> tuple[list[torch.Tensor], list[Sample]
         buf = io.BytesIO()
         Image.fromarray(ds.load_image(i).permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=90)
         data = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        images.append(decode_image(data, mode=ImageReadMode.RGB))
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (see ssdkit.data.image)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            images.append(decode_image(data, mode=ImageReadMode.RGB))
     return images, [ds.sample(i) for i in range(count)], ds.class_names
 
 
