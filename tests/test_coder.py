@@ -290,6 +290,9 @@ def test_encode_batch_equals_a_dense_reference_on_hard_scenes(cfg):
         ref_loc = torch.cat([(xywh[:, :2] - anchors[pos, :2]) / anchors[pos, 2:] / v0,
                              torch.log(xywh[:, 2:] / anchors[pos, 2:]) / v1], 1)
         assert torch.allclose(loc[i][pos], ref_loc, atol=1e-5), f"scene {i}"
+        # alone (no padding) and in the padded batch: the same targets, bit for bit
+        one_loc, one_cls = coder.encode(boxes, labels, ignore)
+        assert torch.equal(one_cls, cls[i]) and torch.equal(one_loc, loc[i]), f"scene {i}"
 
 
 def test_encode_batch_with_no_matchable_object_is_all_background(coder):
