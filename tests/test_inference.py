@@ -18,9 +18,6 @@ from ssdkit.errors import CheckpointError, SSDKitError
 from ssdkit.inference import PRESETS, Detector, InputNormalizer, resolve_preset, to_image_tensor
 from ssdkit.models import build_model
 
-CFG = ModelConfig(width_mult=0.125, num_classes=4)
-NAMES = ("cat", "dog", "bird")
-
 
 class FixedModel(nn.Module):
     """Predicts the same encoded output for every image: zero offsets (boxes = default boxes), and class ``k``
@@ -43,9 +40,9 @@ class FixedModel(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def tiny_model(tiny_config):
     torch.manual_seed(0)
-    return build_model(CFG).eval()
+    return build_model(tiny_config).eval()
 
 
 def _image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -55,14 +52,14 @@ def _image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
     return (base + rng.integers(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8)
 
 
-def test_boxes_scale_back_to_original_pixels():
-    coder = SSDBoxCoder(CFG)
+def test_boxes_scale_back_to_original_pixels(tiny_config, tiny_names):
+    coder = SSDBoxCoder(tiny_config)
     # boxes well inside the input (no clipping) at three levels
     xyxy = torch.cat([coder.default_boxes[:, :2] - coder.default_boxes[:, 2:] / 2,
                       coder.default_boxes[:, :2] + coder.default_boxes[:, 2:] / 2], 1)
-    inside = ((xyxy >= 5) & (xyxy <= CFG.input_size - 5)).all(1).nonzero().squeeze(1)
+    inside = ((xyxy >= 5) & (xyxy <= tiny_config.input_size - 5)).all(1).nonzero().squeeze(1)
     picks = {int(inside[0]): 0, int(inside[len(inside) // 2]): 1, int(inside[-1]): 2}
-    det = Detector(FixedModel(CFG, picks), CFG, NAMES, preset="visualize")
+    det = Detector(FixedModel(tiny_config, picks), tiny_config, tiny_names, preset="visualize")
     small = det(torch.from_numpy(_image(120, 160)).permute(2, 0, 1))
     big = det(torch.from_numpy(_image(360, 480)).permute(2, 0, 1))
     assert len(small["boxes"]) == 3 and len(big["boxes"]) == 3
@@ -73,25 +70,25 @@ def test_boxes_scale_back_to_original_pixels():
         k = int((small["labels"] == label).nonzero())
         expect = xyxy[anchor] * torch.tensor([160 / 300, 120 / 300, 160 / 300, 120 / 300])
         assert torch.allclose(small["boxes"][k], expect, atol=1e-3)
-        assert small["names"][k] == NAMES[label]
+        assert small["names"][k] == tiny_names[label]
 
 
-def test_boxes_clipped_to_original_image():
-    coder = SSDBoxCoder(CFG)
+def test_boxes_clipped_to_original_image(tiny_config, tiny_names):
+    coder = SSDBoxCoder(tiny_config)
     xyxy = torch.cat([coder.default_boxes[:, :2] - coder.default_boxes[:, 2:] / 2,
                       coder.default_boxes[:, :2] + coder.default_boxes[:, 2:] / 2], 1)
-    outside = int((xyxy[:, 2] > CFG.input_size + 10).nonzero()[0])
-    det = Detector(FixedModel(CFG, {outside: 0}), CFG, NAMES)
+    outside = int((xyxy[:, 2] > tiny_config.input_size + 10).nonzero()[0])
+    det = Detector(FixedModel(tiny_config, {outside: 0}), tiny_config, tiny_names)
     out = det(torch.zeros(3, 50, 70, dtype=torch.uint8))
     assert out["boxes"][:, [0, 2]].max() <= 70 and out["boxes"][:, [1, 3]].max() <= 50
     assert out["boxes"].min() >= 0
 
 
-def test_input_kinds_give_the_same_result(tmp_path, tiny_model):
+def test_input_kinds_give_the_same_result(tmp_path, tiny_model, tiny_config, tiny_names):
     arr = _image(90, 130, seed=3)
     path = tmp_path / "img.png"
     Image.fromarray(arr).save(path)
-    det = Detector(tiny_model, CFG, NAMES, preset="evaluate")
+    det = Detector(tiny_model, tiny_config, tiny_names, preset="evaluate")
     ref = det(torch.from_numpy(arr).permute(2, 0, 1).contiguous())
     assert set(ref) == {"boxes", "labels", "scores", "names"} and len(ref["boxes"]) > 0
     kinds = [str(path), path, Image.fromarray(arr), arr, torch.from_numpy(arr).permute(2, 0, 1).float() / 255]
@@ -103,9 +100,9 @@ def test_input_kinds_give_the_same_result(tmp_path, tiny_model):
         assert torch.equal(out["labels"], ref["labels"])
 
 
-def test_batching_mixed_sizes_matches_one_batch(tiny_model):
+def test_batching_mixed_sizes_matches_one_batch(tiny_model, tiny_config, tiny_names):
     images = [torch.from_numpy(_image(h, w, seed=h)).permute(2, 0, 1) for h, w in [(100, 150), (80, 60), (90, 150)]]
-    det = Detector(tiny_model, CFG, NAMES, preset="evaluate", batch_size=2)
+    det = Detector(tiny_model, tiny_config, tiny_names, preset="evaluate", batch_size=2)
     chunked = det(images)
     whole = det(images, batch_size=3)
     for a, b in zip(chunked, whole):
@@ -113,30 +110,30 @@ def test_batching_mixed_sizes_matches_one_batch(tiny_model):
         assert torch.equal(a["labels"], b["labels"])
 
 
-def test_presets_and_overrides(tiny_model):
-    det = Detector(tiny_model, CFG, NAMES)
+def test_presets_and_overrides(tiny_model, tiny_config, tiny_names):
+    det = Detector(tiny_model, tiny_config, tiny_names)
     assert det.settings == PRESETS["visualize"] and det.settings["score_thresh"] == 0.6
-    ev = Detector(tiny_model, CFG, NAMES, preset="evaluate", score_thresh=0.3, max_detections=5)
+    ev = Detector(tiny_model, tiny_config, tiny_names, preset="evaluate", score_thresh=0.3, max_detections=5)
     assert ev.settings["score_thresh"] == 0.3 and ev.settings["max_detections"] == 5
     assert ev.settings["top_k"] == PRESETS["evaluate"]["top_k"]
     out = ev(torch.from_numpy(_image()).permute(2, 0, 1))
     assert len(out["scores"]) <= 5 and bool((out["scores"] > 0.3).all())
     with pytest.raises(SSDKitError, match="unknown preset 'fast'.*visualize, evaluate"):
-        Detector(tiny_model, CFG, NAMES, preset="fast")
+        Detector(tiny_model, tiny_config, tiny_names, preset="fast")
     with pytest.raises(SSDKitError, match="score"):
         resolve_preset("evaluate", score=0.2)
 
 
-def test_normalizer_matches_config_formula():
+def test_normalizer_matches_config_formula(tiny_config):
     x = torch.rand(2, 3, 8, 8) * 255
-    mean, std = torch.tensor(CFG.mean).view(1, 3, 1, 1), torch.tensor(CFG.std).view(1, 3, 1, 1)
-    assert torch.allclose(InputNormalizer(CFG)(x), (x / 255 - mean) / std, atol=1e-5)
+    mean, std = torch.tensor(tiny_config.mean).view(1, 3, 1, 1), torch.tensor(tiny_config.std).view(1, 3, 1, 1)
+    assert torch.allclose(InputNormalizer(tiny_config)(x), (x / 255 - mean) / std, atol=1e-5)
     bgr = ModelConfig(width_mult=0.125, num_classes=4, channel_order="bgr", mean=(0.1, 0.2, 0.3), std=(1, 2, 3))
     m, s = torch.tensor(bgr.mean).view(1, 3, 1, 1), torch.tensor(bgr.std).view(1, 3, 1, 1)
     assert torch.allclose(InputNormalizer(bgr)(x), (x.flip(1) / 255 - m) / s, atol=1e-5)
 
 
-def test_bad_inputs_are_user_errors(tiny_model):
+def test_bad_inputs_are_user_errors(tiny_model, tiny_config, tiny_names):
     with pytest.raises(SSDKitError, match="0-1"):
         to_image_tensor(torch.full((3, 4, 4), 200.0))
     with pytest.raises(SSDKitError, match="Tensor\\[3, H, W\\]"):
@@ -144,17 +141,17 @@ def test_bad_inputs_are_user_errors(tiny_model):
     with pytest.raises(SSDKitError, match="expected a path"):
         to_image_tensor(42)
     with pytest.raises(SSDKitError, match="cannot read image"):
-        Detector(tiny_model, CFG, NAMES)("/nonexistent/x.jpg")
+        Detector(tiny_model, tiny_config, tiny_names)("/nonexistent/x.jpg")
     with pytest.raises(SSDKitError, match="class_names"):
-        Detector(tiny_model, CFG, ("a",))
+        Detector(tiny_model, tiny_config, ("a",))
 
 
-def test_from_checkpoint(tmp_path, tiny_model):
+def test_from_checkpoint(tmp_path, tiny_model, tiny_config, tiny_names):
     path = tmp_path / "m.pt"
-    save_checkpoint(path, tiny_model, Config(model=CFG), NAMES)
+    save_checkpoint(path, tiny_model, Config(model=tiny_config), tiny_names)
     det = Detector.from_checkpoint(path, device="cpu", preset="evaluate")
-    assert det.class_names == NAMES and det.settings["score_thresh"] == 0.01
-    ref = Detector(tiny_model, CFG, NAMES, preset="evaluate")
+    assert det.class_names == tiny_names and det.settings["score_thresh"] == 0.01
+    ref = Detector(tiny_model, tiny_config, tiny_names, preset="evaluate")
     img = torch.from_numpy(_image()).permute(2, 0, 1)
     assert torch.allclose(det(img)["boxes"], ref(img)["boxes"])
 
