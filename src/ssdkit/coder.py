@@ -50,16 +50,13 @@ class _Anchors(NamedTuple):
     """Default boxes on one device, in the layouts the vectorized code wants (contiguous columns: a strided
     ``[:, i]`` column makes every broadcast op over ``[N, M, A]`` take the slow non-vectorized path, ~10x)."""
 
-    x1: torch.Tensor  # [A] each, xyxy round trip used for matching (the notebook's float arithmetic)
-    y1: torch.Tensor
-    x2: torch.Tensor
-    y2: torch.Tensor
-    area: torch.Tensor  # [A]
+    # [5, A] x1, y1, x2, y2, area of the xyxy round trip used for matching (the notebook's float arithmetic); its
+    # rows are the contiguous planes of :func:`_batched_iou`, one index_select fetches all a sparse IoU needs
+    iou_cols: torch.Tensor
     rt_rows: torch.Tensor  # [4, A] centres and sizes of the xyxy -> xywh round trip, used for encoding
     xy: torch.Tensor  # [A, 2] centres and sizes of the default boxes, used for decoding
     wh: torch.Tensor
     grid: _Grid  # the default boxes as one grid per (level, shape), for finding match candidates
-    iou_cols: torch.Tensor  # [5, A] x1, y1, x2, y2, area: one index_select fetches all a sparse IoU needs
     enc_cols: tuple[torch.Tensor, torch.Tensor]  # rt_x, rt_w per (level, column, shape): the same down a column
     enc_rows: tuple[torch.Tensor, torch.Tensor]  # rt_y, rt_h per (level, row, shape): the same along a row
     levels: tuple[tuple[int, int, int, int], ...]  # per level: first default box, map size, shapes, first col/row
@@ -102,15 +99,16 @@ def _batched_iou(anchors: _Anchors, boxes: torch.Tensor) -> torch.Tensor:
     # The same operations in the same order, but in place on three buffers: each fresh [N, M, A] tensor costs
     # about as much in page faults as the arithmetic itself.
     bx1, by1, bx2, by2 = (boxes[..., i, None] for i in range(4))
-    w = torch.minimum(anchors.x2, bx2)
-    tmp = torch.maximum(anchors.x1, bx1)
+    ax1, ay1, ax2, ay2, area = anchors.iou_cols
+    w = torch.minimum(ax2, bx2)
+    tmp = torch.maximum(ax1, bx1)
     w.sub_(tmp).clamp_(min=0)
-    h = torch.minimum(anchors.y2, by2)
-    torch.maximum(anchors.y1, by1, out=tmp)
+    h = torch.minimum(ay2, by2)
+    torch.maximum(ay1, by1, out=tmp)
     h.sub_(tmp).clamp_(min=0)
     inter = w.mul_(h)
     area_b = (bx2 - bx1) * (by2 - by1)
-    torch.add(anchors.area, area_b, out=tmp)
+    torch.add(area, area_b, out=tmp)
     return inter.div_(tmp.sub_(inter))
 
 
@@ -311,15 +309,13 @@ class SSDBoxCoder:
     def _on(self, device: torch.device) -> _Anchors:
         key = str(device)
         if key not in self._device_cache:
-            xyxy = self._xyxy.to(device)
-            x1, y1, x2, y2 = (xyxy[:, i].contiguous() for i in range(4))
+            x1, y1, x2, y2 = self._xyxy.to(device).t()
             rt = self._xywh_rt.to(device)
             d = self.default_boxes.to(device)
             self._device_cache[key] = _Anchors(
-                x1, y1, x2, y2, (x2 - x1) * (y2 - y1), rt.t().contiguous(),
+                torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]), rt.t().contiguous(),
                 d[:, :2].contiguous(), d[:, 2:].contiguous(),
                 _grid_of(d, self.fm_sizes, self.config.num_anchors),
-                torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]),
                 *_separate(rt, self.fm_sizes, self.config.num_anchors))
         return self._device_cache[key]
 
@@ -365,7 +361,7 @@ class SSDBoxCoder:
         n = len(boxes)
         device = boxes[0].device if n else self.default_boxes.device
         anchors = self._on(device)
-        num_anchors = anchors.area.shape[0]
+        num_anchors = anchors.iou_cols.shape[1]
         counts, cat_boxes, cat_labels = self._checked_targets(boxes, labels, device)
         m = max(counts, default=0)
         if m == 0:
@@ -425,7 +421,7 @@ class SSDBoxCoder:
         by_col = px.new_zeros(*px.shape, 4)
         by_row = py.new_zeros(*py.shape, 4)
         by_col[..., 0], by_col[..., 2], by_row[..., 1], by_row[..., 3] = px, pw, py, ph  # (stack(-1) is 2x slower)
-        out = torch.empty(n, anchors.area.shape[0], 4, device=first.device)
+        out = torch.empty(n, anchors.iou_cols.shape[1], 4, device=first.device)
         for start, f, k, c in anchors.levels:
             part = slice(c, c + f * k)
             torch.add(by_col[:, part].view(n, 1, f, k, 4), by_row[:, part].view(n, f, 1, k, 4),
@@ -492,7 +488,7 @@ class SSDBoxCoder:
         object, not ``A``), with :func:`_batched_iou`'s arithmetic.
         """
         n, m, _ = boxes.shape
-        a = anchors.area.shape[0]
+        a = anchors.iou_cols.shape[1]
         dev = boxes.device
         key, c_anchor = _candidates(anchors.grid, obj, self.iou_threshold)  # key: image * M + object
         c_iou = _pair_iou(anchors, obj, key, c_anchor)
