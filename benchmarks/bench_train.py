@@ -72,7 +72,7 @@ from ssdkit.data.shapes import ShapesDataset
 from ssdkit.data.transforms import SSDEvalTransform, normalize
 from ssdkit.engine.data import build_loaders, build_source, train_fill
 from ssdkit.engine.demo import demo_config
-from ssdkit.engine.evaluate import evaluate_model, resolve_device
+from ssdkit.engine.evaluate import evaluate_model
 from ssdkit.engine.train import (
     create_model_and_optimizer,
     create_optimizer,
@@ -83,6 +83,7 @@ from ssdkit.engine.train import (
 )
 from ssdkit.inference import PRESETS
 from ssdkit.metrics import evaluate_voc
+from ssdkit.runtime import resolve_device
 
 NUM_CLASSES = 21
 EVAL = PRESETS["evaluate"]  # score 0.01, NMS 0.45, top-k 200, 200 detections

@@ -14,10 +14,10 @@ from ignite.engine import Engine
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ssdkit.engine.metric import DetectionMAP
 from ssdkit.errors import DataError, SSDKitError
 from ssdkit.metrics import (
     COCO_STAT_NAMES,
-    DetectionMAP,
     detections_to_coco_results,
     evaluate_coco,
     evaluate_coco_files,

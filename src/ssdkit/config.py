@@ -8,7 +8,6 @@ construction and errors name the key (``model.box_sizes: expected 7 values (leve
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -17,51 +16,24 @@ from typing import Any
 
 import yaml
 
+from ssdkit.arch import feature_map_sizes as arch_feature_map_sizes
+from ssdkit.choices import ARCHS
 from ssdkit.errors import ConfigError
 from ssdkit.utils import atomic_write_text
-
-# Backbone layouts the model code knows how to build. Each maps to the list of feature-map sizes it
-# produces for a given square input size (see :func:`feature_map_sizes`).
-ARCHS = ("ssd300", "ssd512")
-
-
-def _conv_out(size: int, kernel: int, stride: int, padding: int, ceil: bool = False) -> int:
-    span = size + 2 * padding - kernel
-    return (math.ceil(span / stride) if ceil else span // stride) + 1
 
 
 def feature_map_sizes(arch: str, input_size: int) -> tuple[int, ...]:
     """Spatial sizes of the prediction feature maps of ``arch`` for a square ``input_size`` input.
 
-    Derived from the layer arithmetic (ceil-mode pools, stride-2 extras, unpadded 3x3 tails), so the
-    default boxes always match what the network really produces.
+    Derived from the network's layer table (:mod:`ssdkit.arch`: ceil-mode pools, stride-2 extras, unpadded 3x3
+    tails), so the default boxes always match what the network really produces.
     """
-    s = input_size
-    for _ in range(3):  # pool1..pool3, ceil mode
-        s = _conv_out(s, 2, 2, 0, ceil=True)
-    sizes = [s]  # conv4_3
-    s = _conv_out(s, 2, 2, 0, ceil=True)  # pool4
-    sizes.append(s)  # conv7 (pool5 is 3x3/1/1, conv6 is dilated with same padding)
-    if arch == "ssd300":
-        s = _conv_out(s, 3, 2, 1)
-        sizes.append(s)  # conv8_2
-        s = _conv_out(s, 3, 2, 1)
-        sizes.append(s)  # conv9_2
-        s = _conv_out(s, 3, 1, 0)
-        sizes.append(s)  # conv10_2
-        s = _conv_out(s, 3, 1, 0)
-        sizes.append(s)  # conv11_2
-    elif arch == "ssd512":
-        for _ in range(4):  # conv8_2 .. conv11_2
-            s = _conv_out(s, 3, 2, 1)
-            sizes.append(s)
-        s = _conv_out(s, 4, 1, 1)
-        sizes.append(s)  # conv12_2
-    else:
+    if arch not in ARCHS:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+    sizes = arch_feature_map_sizes(arch, input_size)
     if min(sizes) < 1:
         raise ConfigError(f"model.input_size: {input_size} is too small for {arch} (feature maps {sizes})")
-    return tuple(sizes)
+    return sizes
 
 
 @dataclass(frozen=True)

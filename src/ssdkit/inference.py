@@ -27,16 +27,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ssdkit.choices import DECODE_PRESETS
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import ModelConfig
 from ssdkit.errors import DataError, SSDKitError
+from ssdkit.runtime import resolve_device
 
 __all__ = ["PRESETS", "Detector", "InputNormalizer", "predict", "resolve_device", "resolve_preset", "to_image_tensor"]
 
-PRESETS: dict[str, dict[str, float | int]] = {
-    "visualize": {"score_thresh": 0.6, "nms_thresh": 0.45, "top_k": 200, "max_detections": 200},
-    "evaluate": {"score_thresh": 0.01, "nms_thresh": 0.45, "top_k": 200, "max_detections": 200},
-}
+PRESETS = DECODE_PRESETS
 
 #: Extensions a folder or glob is searched for (matched case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -64,20 +63,6 @@ def resolve_preset(preset: str, **overrides: Any) -> dict[str, float | int]:
         raise SSDKitError(f"top_k / max_detections: must be >= 1, got {settings['top_k']} / "
                           f"{settings['max_detections']}")
     return settings
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a user error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise SSDKitError(f"device: {device!r} requested but CUDA is not available (use --device cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise SSDKitError(f"device: unknown device {device!r} (expected auto, cpu or cuda)") from None
 
 
 class InputNormalizer(nn.Module):

@@ -18,10 +18,11 @@ from ignite.engine import Engine
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, ModelConfig
 from ssdkit.data.transforms import normalize
+from ssdkit.engine.metric import DetectionMAP
 from ssdkit.errors import SSDKitError
-from ssdkit.metrics import DetectionMAP
+from ssdkit.runtime import autocast, resolve_device
 
-__all__ = ["EVAL_PRESET", "create_evaluator", "evaluate_model", "evaluate_checkpoint", "resolve_device"]
+__all__ = ["create_evaluator", "evaluate_model", "evaluate_checkpoint"]
 
 logger = logging.getLogger("ssdkit.evaluate")
 
@@ -34,21 +35,6 @@ def _eval_preset() -> dict[str, Any]:
 
 #: Name of the decoding preset used for mAP (see :data:`ssdkit.inference.PRESETS`).
 EVAL_PRESET = "evaluate"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SSDKitError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SSDKitError(f"device: {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _model_config(cfg: Config | ModelConfig) -> ModelConfig:
@@ -96,8 +82,6 @@ def create_evaluator(
     inner = getattr(model, "module", model)
     preset = _eval_preset()
     size = mcfg.input_size
-    use_amp = amp in ("bf16", "fp16") and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def step(engine: Engine, batch) -> tuple[list[dict], list[dict]]:
@@ -109,7 +93,7 @@ def create_evaluator(
         with torch.no_grad():
             x = normalize(images.to(device, non_blocking=True), mcfg.mean, mcfg.std, mcfg.channel_order,
                           memory_format)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with autocast(amp, device):
                 loc, cls = inner(x)
             dets = coder.decode_batch(loc.float(), cls.float(), **preset)
         out = []

@@ -46,11 +46,12 @@ from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, config_to_dict, save_config
 from ssdkit.data.transforms import normalize
 from ssdkit.engine.data import Loaders, build_loaders, set_loader_position
-from ssdkit.engine.evaluate import create_evaluator, resolve_device
+from ssdkit.engine.evaluate import create_evaluator
 from ssdkit.errors import CheckpointError, ConfigError, SSDKitError
 from ssdkit.loss import SSDLoss
 from ssdkit.models import build_model, load_vgg16_weights
 from ssdkit.models.vgg import L2Norm
+from ssdkit.runtime import amp_dtype, autocast, resolve_device
 
 __all__ = [
     "TrainingDivergedError",
@@ -321,11 +322,6 @@ def create_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, total: int) 
 # ----------------------------------------------------------------------------------------------------- engines
 
 
-def _amp(cfg: Config, device: torch.device) -> tuple[bool, torch.dtype]:
-    enabled = cfg.train.amp != "none" and device.type == "cuda"
-    return enabled, (torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16)
-
-
 def create_train_step(
     cfg: Config,
     model: nn.Module,
@@ -345,7 +341,6 @@ def create_train_step(
     m = cfg.model
     coder = SSDBoxCoder(m)
     loss_fn = SSDLoss(m.num_classes, cfg.train.neg_pos_ratio)
-    use_amp, amp_dtype = _amp(cfg, device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     grad_clip = cfg.train.grad_clip
     world = idist.get_world_size()
@@ -364,7 +359,7 @@ def create_train_step(
                 [t["labels"].to(device, non_blocking=True) for t in targets],
                 [t["ignore"].to(device, non_blocking=True) for t in targets],
             )
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        with autocast(cfg.train.amp, device):
             loc_p, cls_p = model(x)
         out = loss_fn(loc_p.float(), loc_t, cls_p.float(), cls_t)
         stats = torch.stack([out.loss, out.loc_loss, out.cls_loss]).detach()
@@ -809,7 +804,7 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
     epoch_length = len(loaders.train_loader)
     total = total_iterations(cfg, epoch_length)
     scheduler = create_scheduler(cfg, optimizer, total)
-    use_amp, _ = _amp(cfg, device)
+    use_amp = amp_dtype(cfg.train.amp, device) is not None
     if cfg.train.amp != "none" and not use_amp:
         logger.warning("train.amp=%s needs CUDA; training in float32 on %s", cfg.train.amp, device)
     scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.train.amp == "fp16" else None

@@ -13,40 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ssdkit.arch import POOL5_AFTER, TRUNK, tail
 from ssdkit.config import ModelConfig
 from ssdkit.errors import CheckpointError
-
-_TRUNK = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
-
-# (name, in, out, kernel, stride, padding, dilation) for everything after conv4_3, by architecture.
-_TAIL = [
-    ("conv5_1", 512, 512, 3, 1, 1, 1),
-    ("conv5_2", 512, 512, 3, 1, 1, 1),
-    ("conv5_3", 512, 512, 3, 1, 1, 1),
-    ("conv6", 512, 1024, 3, 1, 6, 6),
-    ("conv7", 1024, 1024, 1, 1, 0, 1),
-    ("conv8_1", 1024, 256, 1, 1, 0, 1),
-    ("conv8_2", 256, 512, 3, 2, 1, 1),
-    ("conv9_1", 512, 128, 1, 1, 0, 1),
-    ("conv9_2", 128, 256, 3, 2, 1, 1),
-    ("conv10_1", 256, 128, 1, 1, 0, 1),
-]
-_EXTRAS = {
-    "ssd300": [
-        ("conv10_2", 128, 256, 3, 1, 0, 1),
-        ("conv11_1", 256, 128, 1, 1, 0, 1),
-        ("conv11_2", 128, 256, 3, 1, 0, 1),
-    ],
-    "ssd512": [
-        ("conv10_2", 128, 256, 3, 2, 1, 1),
-        ("conv11_1", 256, 128, 1, 1, 0, 1),
-        ("conv11_2", 128, 256, 3, 2, 1, 1),
-        ("conv12_1", 256, 128, 1, 1, 0, 1),
-        ("conv12_2", 128, 256, 4, 1, 1, 1),
-    ],
-}
-# Layers whose output is a prediction feature map (after conv4_3, which comes from the trunk).
-_OUTPUTS = {"conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2", "conv12_2"}
 
 
 def scaled(channels: int, width_mult: float) -> int:
@@ -77,7 +46,7 @@ class VGG16(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
-        for v in _TRUNK:
+        for v in TRUNK:
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
                 continue
@@ -105,14 +74,17 @@ class VGG16Extractor(nn.Module):
         self.layer_names: list[str] = []
         self.out_channels = [self.features.out_channels]
         self.bns = nn.ModuleDict() if config.batch_norm else None
-        for name, cin, cout, k, s, p, d in _TAIL + _EXTRAS[config.arch]:
-            conv = nn.Conv2d(scaled(cin, w), scaled(cout, w), kernel_size=k, stride=s, padding=p, dilation=d)
-            setattr(self, name, conv)
+        self._outputs = set()
+        for c in tail(config.arch):
+            conv = nn.Conv2d(scaled(c.cin, w), scaled(c.cout, w), kernel_size=c.kernel, stride=c.stride,
+                             padding=c.padding, dilation=c.dilation)
+            setattr(self, c.name, conv)
             if self.bns is not None:
-                self.bns[name] = nn.BatchNorm2d(scaled(cout, w))
-            self.layer_names.append(name)
-            if name in _OUTPUTS:
-                self.out_channels.append(scaled(cout, w))
+                self.bns[c.name] = nn.BatchNorm2d(scaled(c.cout, w))
+            self.layer_names.append(c.name)
+            if c.output:
+                self._outputs.add(c.name)
+                self.out_channels.append(scaled(c.cout, w))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``Tensor[N, 3, H, W]`` normalised input -> list of ``Tensor[N, C_k, F_k, F_k]``."""
@@ -124,9 +96,9 @@ class VGG16Extractor(nn.Module):
             if self.bns is not None:
                 h = self.bns[name](h)
             h = F.relu(h, inplace=True)
-            if name == "conv5_3":
+            if name == POOL5_AFTER:
                 h = F.max_pool2d(h, kernel_size=3, stride=1, padding=1, ceil_mode=True)
-            elif name in _OUTPUTS:
+            elif name in self._outputs:
                 hs.append(h)
         return hs
 
