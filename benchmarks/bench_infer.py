@@ -35,7 +35,8 @@ from torch import nn
 
 from ssdkit.config import ssd300_config
 from ssdkit.data.image import load_image
-from ssdkit.inference import Detector, resize_batch
+from ssdkit.data.preprocess import resize_batch
+from ssdkit.inference import Detector
 from ssdkit.models import build_model
 
 NUM_CLASSES = 21

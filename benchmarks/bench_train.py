@@ -65,11 +65,12 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.transforms import v2
 
 from ssdkit.boxes import change_box_order
+from ssdkit.choices import DECODE_PRESETS as PRESETS
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, ModelConfig, TrainConfig, ssd300_config
 from ssdkit.data.loader import DetectionDataset, collate, make_loader
+from ssdkit.data.preprocess import SSDEvalTransform, normalize
 from ssdkit.data.shapes import ShapesDataset
-from ssdkit.data.transforms import SSDEvalTransform, normalize
 from ssdkit.engine.data import build_loaders, build_source, train_fill
 from ssdkit.engine.demo import demo_config
 from ssdkit.engine.evaluate import evaluate_model
@@ -81,7 +82,6 @@ from ssdkit.engine.train import (
     create_trainer,
     lr_factor,
 )
-from ssdkit.inference import PRESETS
 from ssdkit.metrics import evaluate_voc
 from ssdkit.runtime import resolve_device
 
@@ -395,7 +395,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
     score = lambda dets: evaluate_voc(dets, gts, len(names), names, use_07_metric=True, pixel_offset=False)  # noqa: E731
     r_ours, r_tv = score(ours), score(theirs)
     # The project's evaluator on ssdkit's model: must agree with the number above (same decode, same metric).
-    check = evaluate_model(model, coder, val_loader, cfg, "voc07", device, names)["map"]
+    check = evaluate_model(model, val_loader, cfg, "voc07", device, names, channels_last=False)["map"]
 
     def tail(v: list[float]) -> float:
         k = max(1, len(v) // 10)

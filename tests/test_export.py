@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from ssdkit.data.preprocess import resize_batch, to_image_tensor
 from ssdkit.errors import CheckpointError, SSDKitError
 from ssdkit.export import check_parity, export, export_onnx, export_safetensors, export_torchscript, load_safetensors
-from ssdkit.inference import resize_batch, to_image_tensor
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -61,7 +61,7 @@ def test_onnx_dynamic_batch_and_padded_outputs(tmp_path, tiny_checkpoint, tiny_n
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == list(tiny_names) and json.loads(meta["decode"])["score_thresh"] == 0.3
-    x = resize_batch([to_image_tensor(im) for im in _images()], 300).numpy()
+    x = resize_batch([to_image_tensor(im) for im in _images()], 300).float().numpy()
     one = sess.run(None, {"images": x[:1]})
     three = sess.run(None, {"images": x})
     boxes, scores, labels, count = three
@@ -77,7 +77,7 @@ def test_onnx_dynamic_batch_and_padded_outputs(tmp_path, tiny_checkpoint, tiny_n
 def test_raw_onnx_outputs_and_batch(exported, tiny_config):
     path = exported("onnx", False)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = resize_batch([to_image_tensor(im) for im in _images()], 300)
+    x = resize_batch([to_image_tensor(im) for im in _images()], 300).float()
     loc1, logits1 = sess.run(None, {"images": x[:1].numpy()})
     loc3, logits3 = sess.run(None, {"images": x.numpy()})
     assert loc3.shape[0] == 3 and logits3.shape[2] == tiny_config.num_classes

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from ssdkit.data.loader import DetectionDataset, collate, item_seed, make_loader
+from ssdkit.data.preprocess import SSDEvalTransform
 from ssdkit.data.shapes import ShapesDataset
-from ssdkit.data.transforms import SSDEvalTransform, SSDTrainTransform
+from ssdkit.data.transforms import SSDTrainTransform
 from ssdkit.errors import DataError
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ssdkit.errors import CheckpointError, SSDKitError
-from ssdkit.inference import expand_inputs, predict
+from ssdkit.predict import expand_inputs, predict
 
 
 def _make_folder(root):

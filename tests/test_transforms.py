@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ssdkit.config import ModelConfig
-from ssdkit.data.transforms import SSDEvalTransform, SSDTrainTransform, _saturation_hue, normalize, normalize_for
+from ssdkit.data.preprocess import InputNormalizer, SSDEvalTransform, normalize
+from ssdkit.data.transforms import SSDTrainTransform, _saturation_hue
 
 
 def _image(h=375, w=500, seed=0, channels_last=False):
@@ -273,7 +274,13 @@ def test_normalize_matches_manual():
     cl = normalize(imgs, mean, std, memory_format=torch.channels_last)
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.allclose(cl, ref, atol=1e-5)
     cfg = ModelConfig(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channel_order="bgr")
-    assert torch.allclose(normalize_for(cfg)(imgs), (imgs.flip(1).float() / 255 - 0.5) / 0.25, atol=1e-5)
+    assert torch.allclose(InputNormalizer(cfg)(imgs), (imgs.flip(1).float() / 255 - 0.5) / 0.25, atol=1e-5)
+    # the module and the function are the same arithmetic, bit for bit, for uint8 and float 0-255 input
+    assert torch.equal(InputNormalizer(cfg)(imgs), normalize(imgs, cfg.mean, cfg.std, cfg.channel_order))
+    assert torch.equal(InputNormalizer(cfg)(imgs.float()), normalize(imgs, cfg.mean, cfg.std, cfg.channel_order))
+    floats = imgs.float()
+    normalize(floats, mean, std)
+    assert torch.equal(floats, imgs.float())  # the input is never modified in place
     with pytest.raises(ValueError, match="channel_order"):
         normalize(imgs, mean, std, channel_order="hsv")
 

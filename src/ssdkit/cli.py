@@ -161,7 +161,7 @@ def format_metrics(result: dict, metric: str) -> str:
 
 
 def cmd_predict(args) -> int:
-    from ssdkit.inference import predict
+    from ssdkit.predict import predict
 
     summary = predict(args.checkpoint, args.inputs, args.out, score=args.score, batch=args.batch,
                       device=args.device, draw=not args.no_draw, progress=not args.json)

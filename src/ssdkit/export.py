@@ -40,8 +40,9 @@ from torchvision import ops
 
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, ModelConfig, config_from_dict, config_to_dict
+from ssdkit.data.preprocess import InputNormalizer, resize_batch, to_image_tensor
 from ssdkit.errors import CheckpointError, SSDKitError
-from ssdkit.inference import Detector, InputNormalizer, resize_batch, resolve_preset, to_image_tensor
+from ssdkit.inference import Detector, resolve_preset
 from ssdkit.utils import atomic_write_bytes
 
 __all__ = [
@@ -478,7 +479,7 @@ def check_parity(
     if images is None:
         batch = _example(cfg.model, 4, seed=1)
     else:
-        batch = resize_batch([to_image_tensor(im).cpu() for im in images], cfg.model.input_size)
+        batch = resize_batch([to_image_tensor(im).cpu() for im in images], cfg.model.input_size).float()
     settings = decode if decode is not None else resolve_preset(preset, **overrides)
     coder = SSDBoxCoder(cfg.model)
     with torch.no_grad():

@@ -7,8 +7,8 @@ from torch import nn
 from ssdkit.checkpoint import save_checkpoint
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.data.loader import DetectionDataset, make_loader
+from ssdkit.data.preprocess import SSDEvalTransform
 from ssdkit.data.shapes import ShapesDataset
-from ssdkit.data.transforms import SSDEvalTransform
 from ssdkit.engine.evaluate import evaluate_checkpoint, evaluate_model
 from ssdkit.errors import CheckpointError, DataError
 from ssdkit.models import build_model
@@ -41,7 +41,7 @@ def test_perfect_detections_are_rescaled_to_original_pixels(tmp_path):
         outputs.append((loc, torch.nn.functional.one_hot(cls.clamp(min=0), cfg.model.num_classes).float() * 20))
     for metric in ("voc07", "coco"):
         model = _Oracle(outputs)
-        result = evaluate_model(model, coder, loader, cfg, metric, device="cpu")
+        result = evaluate_model(model, loader, cfg, metric, device="cpu")
         assert result["map"] == pytest.approx(1.0), metric
         assert result["num_images"] == 3 and result["metric"] == metric
 

@@ -1,4 +1,4 @@
-"""SSD augmentation (train), resize (eval) and batched normalisation.
+"""SSD augmentation (train) and the eval resize, joint on (image, boxes).
 
 The training transform draws from the distribution of the SSD paper's pipeline (Caffe SSD's data layer;
 amdegroot ``ssd.pytorch``; torchvision's ``RandomPhotometricDistort + RandomZoomOut + RandomIoUCrop``):
@@ -16,61 +16,25 @@ same snapped map, so pixels and boxes agree exactly; the geometry differs from r
 by under half an output pixel (and not at all without zoom-out). Photometric ops are pointwise, so they
 are applied to whichever of (source part, resized part) has fewer pixels.
 
-Outputs stay ``uint8``: :func:`normalize` turns a batch into network input on the device.
+Outputs stay ``uint8``: :func:`ssdkit.data.preprocess.normalize` turns a batch into network input on the device.
+The eval transform is the one preprocessing resize (:func:`ssdkit.data.preprocess.resize_image`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["SSDTrainTransform", "SSDEvalTransform", "normalize", "normalize_for"]
+from ssdkit.data.preprocess import check_sample, check_size, resize_image
+
+__all__ = ["SSDTrainTransform"]
 
 # How many (mode, 50 trials) rounds the crop may take before falling back to the whole canvas. The
 # reference loops forever; None is always a valid mode, so in practice a handful of rounds suffice.
 _MAX_CROP_ROUNDS = 100
-
-
-def _check_size(size: int) -> int:
-    """The output side of a transform, validated: a positive integer."""
-    if int(size) != size or size < 1:
-        raise ValueError(f"size: expected a positive integer, got {size!r}")
-    return int(size)
-
-
-def _check_inputs(
-    image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The input checks of both transforms' ``__call__``: ``image`` must be ``Tensor[3, H, W]`` uint8; returns
-    ``(boxes [M, 4] float32, labels [M] int64, ignore [M] bool)`` (``ignore`` all False when None)."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image: expected a Tensor[3, H, W], got {shape}")
-    if image.dtype != torch.uint8:
-        raise ValueError(f"image: expected dtype uint8, got {image.dtype}")
-    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
-    if ignore is None:
-        ignore = torch.zeros(len(labels), dtype=torch.bool)
-    ignore = torch.as_tensor(ignore, dtype=torch.bool).reshape(-1)
-    if not (len(boxes) == len(labels) == len(ignore)):
-        raise ValueError(f"boxes ({len(boxes)}), labels ({len(labels)}) and ignore ({len(ignore)}) differ in length")
-    return boxes, labels, ignore
-
-
-def _resize_uint8(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear, half-pixel centres, no antialiasing: ``Tensor[3, h, w]`` uint8 -> ``Tensor[3, height, width]``."""
-    if image.shape[-2:] == (height, width):
-        return image
-    if image.device.type == "cpu":
-        # uint8 input takes torch's vectorised uint8 kernel (no float round trip).
-        return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    out = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -170,7 +134,7 @@ class SSDTrainTransform:
         channel_swap_p: float = 0.0,
         min_box_size: float = 0.0,
     ) -> None:
-        size = _check_size(size)
+        size = check_size(size)
         if len(fill) != 3 or any(not 0 <= v <= 255 for v in fill):
             raise ValueError(f"fill: expected 3 values in [0, 255], got {fill!r}")
         if max_expand < 1:
@@ -320,7 +284,7 @@ class SSDTrainTransform:
         y1)``: where the original image's visible part lands in the output (px), ``source_rect`` the same part in
         original image px, ``flip`` (bool), ``photometric`` (dict of the drawn values, None = op skipped).
         """
-        boxes, labels, ignore = _check_inputs(image, boxes, labels, ignore)
+        boxes, labels, ignore = check_sample(image, boxes, labels, ignore)
         _, height, width = image.shape
         size = self.size
         u = torch.rand(18, generator=generator, dtype=torch.float64).numpy()
@@ -361,7 +325,7 @@ class SSDTrainTransform:
             pre = photo is not None and part.shape[1] * part.shape[2] < (ox1 - ox0) * (oy1 - oy0)
             if pre:
                 part = self._distort(part, photo)
-            part = _resize_uint8(part, oy1 - oy0, ox1 - ox0)
+            part = resize_image(part, oy1 - oy0, ox1 - ox0)
             if photo is not None and not pre:
                 part = self._distort(part, photo)
             if (ox0, oy0, ox1, oy1) == (0, 0, size, size):
@@ -407,72 +371,3 @@ class SSDTrainTransform:
             "photometric": photo,
         }
         return (*result, params)
-
-
-class SSDEvalTransform:
-    """Resize only: ``(image Tensor[3, H, W] uint8, boxes [M, 4] xyxy px, labels [M], ignore [M] | None)`` ->
-    ``(image Tensor[3, size, size] uint8, boxes scaled to output px, labels, ignore)``.
-
-    Accepts (and ignores) ``generator`` so it is interchangeable with :class:`SSDTrainTransform`.
-    """
-
-    def __init__(self, size: int = 300) -> None:
-        self.size = _check_size(size)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
-
-    def __call__(
-        self,
-        image: torch.Tensor,
-        boxes: torch.Tensor,
-        labels: torch.Tensor,
-        ignore: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ):
-        boxes, labels, ignore = _check_inputs(image, boxes, labels, ignore)
-        _, height, width = image.shape
-        out = _resize_uint8(image, self.size, self.size)
-        out = out.clone() if out is image else out
-        scale = torch.tensor([self.size / width, self.size / height] * 2, dtype=torch.float32)
-        return out, boxes * scale, labels, ignore
-
-
-def normalize(
-    images: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channel_order: str = "rgb",
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """Network input from uint8 RGB images: ``(x / 255 - mean) / std`` as float32, on ``images``' device.
-
-    Args:
-        images: ``Tensor[N, 3, H, W]`` (or ``[3, H, W]``) uint8 RGB, any device, any memory layout.
-        mean, std: 3 values each, in ``channel_order`` order, for pixels scaled to ``[0, 1]``.
-        channel_order: ``'rgb'``, or ``'bgr'`` to flip the channels first (Caffe-converted weights).
-        memory_format: of the result (``torch.channels_last`` for channels-last models; 4-D input only).
-    """
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order: expected 'rgb' or 'bgr', got {channel_order!r}")
-    if images.dim() not in (3, 4) or images.shape[-3] != 3:
-        raise ValueError(f"images: expected a Tensor[N, 3, H, W], got {list(images.shape)}")
-    if channel_order == "bgr":
-        images = images.flip(-3)
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(3, 1, 1)
-    if images.dim() == 3 and memory_format != torch.contiguous_format:
-        raise ValueError("memory_format: only 4-D batches can be channels_last")
-    x = images.to(dtype=torch.float32, memory_format=memory_format)
-    # One affine map, x * (1 / (255 s)) - m / s, in place on the float copy.
-    return x.mul_(1.0 / (255.0 * s)).sub_(m / s)
-
-
-def normalize_for(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``normalize`` with a :class:`~ssdkit.config.ModelConfig`'s ``mean``, ``std`` and ``channel_order``."""
-    mean, std, order = tuple(cfg.mean), tuple(cfg.std), cfg.channel_order
-
-    def _normalize(images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        return normalize(images, mean, std, order, memory_format)
-
-    return _normalize

@@ -270,7 +270,8 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
     """
     import ignite.distributed as idist
 
-    from ssdkit.data.transforms import SSDEvalTransform, SSDTrainTransform
+    from ssdkit.data.preprocess import SSDEvalTransform
+    from ssdkit.data.transforms import SSDTrainTransform
 
     world = idist.get_world_size()
     rank = idist.get_rank()

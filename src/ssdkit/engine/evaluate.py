@@ -1,88 +1,76 @@
-"""Evaluation on ignite: an evaluator ``Engine`` that detects, rescales and feeds :class:`~ssdkit.metrics.DetectionMAP`.
+"""Evaluation on ignite: an evaluator ``Engine`` that runs the :class:`~ssdkit.inference.Detector`'s batched step
+and feeds :class:`~ssdkit.engine.metric.DetectionMAP`.
 
-Per batch: ``images uint8 [B, 3, S, S]`` -> device -> normalise -> model -> ``SSDBoxCoder.decode_batch`` at the
-``evaluate`` preset (score > 0.01, NMS 0.45, top-k 200, at most 200 boxes per image) -> boxes scaled from the
-``S x S`` network input back to original image pixels -> compared with the original-size ground truth of the
-source (as read, not as augmented or resized), so the numbers are those of the dataset's own protocol.
+Per batch: ``images uint8 [B, 3, S, S]`` (the eval loader's, resized by the one preprocessing) ->
+:meth:`Detector.step` at the ``evaluate`` preset (score > 0.01, NMS 0.45, top-k 200, at most 200 boxes per image) ->
+:meth:`Detector.to_original` (boxes in original image pixels) -> compared with the original-size ground truth of
+the source (as read, not as augmented or resized), so the numbers are those of the dataset's own protocol, and
+the detections are exactly those ``ssdkit predict`` gives for the same images.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from ignite.engine import Engine
 
-from ssdkit.coder import SSDBoxCoder
+from ssdkit.choices import EVAL_PRESET, SHAPES
 from ssdkit.config import Config, ModelConfig
-from ssdkit.data.transforms import normalize
 from ssdkit.engine.metric import DetectionMAP
-from ssdkit.errors import SSDKitError
-from ssdkit.runtime import autocast, resolve_device
+from ssdkit.errors import DataError, SSDKitError
+from ssdkit.inference import Detector
+from ssdkit.runtime import resolve_device
 
 __all__ = ["create_evaluator", "evaluate_model", "evaluate_checkpoint"]
 
 logger = logging.getLogger("ssdkit.evaluate")
 
 
-def _eval_preset() -> dict[str, Any]:
-    from ssdkit.inference import PRESETS
-
-    return dict(PRESETS["evaluate"])
-
-
-#: Name of the decoding preset used for mAP (see :data:`ssdkit.inference.PRESETS`).
-EVAL_PRESET = "evaluate"
-
-
-def _model_config(cfg: Config | ModelConfig) -> ModelConfig:
-    return cfg.model if isinstance(cfg, Config) else cfg
-
-
 def _ground_truth(dataset, target: dict) -> dict:
     """Original-pixel ground truth of one loader item, read from the dataset's source (exact, as annotated)."""
     source = getattr(dataset, "source", None)
-    if source is not None:
-        s = source.sample(target["index"])
-        return {"boxes": s.boxes, "labels": s.labels, "ignore": s.ignore, "image_id": s.image_id,
-                "size": (s.height, s.width)}
-    raise SSDKitError("evaluate: the loader's dataset has no .source to read the original ground truth from")
+    if source is None:
+        raise SSDKitError("evaluate: the loader's dataset has no .source to read the original ground truth from")
+    s = source.sample(target["index"])
+    return {"boxes": s.boxes, "labels": s.labels, "ignore": s.ignore, "image_id": s.image_id,
+            "size": (s.height, s.width)}
 
 
 def create_evaluator(
     model: torch.nn.Module,
-    coder: SSDBoxCoder,
     cfg: Config | ModelConfig,
+    class_names: Sequence[str],
     metric: str = "voc07",
-    class_names: tuple[str, ...] | None = None,
     device: str | torch.device = "cpu",
     pixel_offset: bool = False,
     amp: str = "none",
     channels_last: bool = False,
+    keep_detections: bool = False,
 ) -> Engine:
     """An ignite evaluator whose ``state.metrics[metric]`` is the :class:`DetectionMAP` result dict.
 
     Args:
         model: the SSD (DDP-wrapped is fine: the inner module runs, so ranks need not see equal batch counts).
-        coder: the model's box coder.
-        cfg: run or model config (input size, mean/std/channel order).
-        metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
+        cfg: run or model config (input size, mean/std/channel order, default boxes).
         class_names: object class names (``num_classes - 1``), result keys.
+        metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
         pixel_offset: VOC devkit ``+1`` widths (integer VOC boxes); False for continuous coordinates.
         amp: ``"bf16"`` / ``"fp16"`` autocast on CUDA; ignored elsewhere.
+        channels_last: the memory format the model runs in (the training model keeps its own).
+        keep_detections: also collect every image's detections in ``state.detections`` (a list, loader order).
 
     The engine's batches are the loader's ``(images uint8 [B, 3, S, S], targets)``; its output is
     ``(detections, ground_truths)``: per image ``{"boxes" [K, 4] original pixels xyxy, "labels" [K] 0-based,
-    "scores" [K]}`` and ``{"boxes" [M, 4], "labels", "ignore", "image_id", "size"}``.
+    "scores" [K], "names"}`` and ``{"boxes" [M, 4], "labels", "ignore", "image_id", "size"}``.
     """
-    mcfg = _model_config(cfg)
-    device = resolve_device(device)
+    mcfg = cfg.model if isinstance(cfg, Config) else cfg
     inner = getattr(model, "module", model)
-    preset = _eval_preset()
-    size = mcfg.input_size
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    detector = Detector(inner, mcfg, class_names, device=device, preset=EVAL_PRESET,
+                        channels_last=memory_format == torch.channels_last, amp=amp)
 
     def step(engine: Engine, batch) -> tuple[list[dict], list[dict]]:
         images, targets = batch
@@ -90,50 +78,43 @@ def create_evaluator(
         if images.shape[0] == 0:
             return [], []
         inner.eval()
-        with torch.no_grad():
-            x = normalize(images.to(device, non_blocking=True), mcfg.mean, mcfg.std, mcfg.channel_order,
-                          memory_format)
-            with autocast(amp, device):
-                loc, cls = inner(x)
-            dets = coder.decode_batch(loc.float(), cls.float(), **preset)
-        out = []
-        for det, t in zip(dets, targets):
-            h, w = t["orig_size"]
-            scale = torch.tensor([w / size, h / size, w / size, h / size], device=det["boxes"].device)
-            out.append({"boxes": (det["boxes"] * scale).cpu(), "labels": det["labels"].cpu(),
-                        "scores": det["scores"].cpu()})
-        return out, gts
+        dets = [detector.to_original(d, *t["orig_size"]) for d, t in zip(detector.step(images), targets)]
+        if keep_detections:
+            engine.state.detections.extend(dets)
+        return dets, gts
 
     evaluator = Engine(step)
-    names = tuple(class_names) if class_names is not None else None
-    DetectionMAP(mcfg.num_classes - 1, metric=metric, class_names=names, pixel_offset=pixel_offset).attach(
-        evaluator, metric
-    )
+    if keep_detections:
+        evaluator.add_event_handler("started", lambda e: setattr(e.state, "detections", []))
+    DetectionMAP(mcfg.num_classes - 1, metric=metric, class_names=tuple(class_names),
+                 pixel_offset=pixel_offset).attach(evaluator, metric)
     return evaluator
 
 
 def evaluate_model(
     model: torch.nn.Module,
-    coder: SSDBoxCoder,
     loader,
     cfg: Config | ModelConfig,
     metric: str = "voc07",
     device: str | torch.device = "auto",
-    class_names: tuple[str, ...] | None = None,
+    class_names: Sequence[str] | None = None,
     progress: bool = False,
+    channels_last: bool = True,
+    return_detections: bool = False,
 ) -> dict:
     """mAP of ``model`` over ``loader`` (a :func:`~ssdkit.data.loader.make_loader` loader of an eval-transformed
     :class:`~ssdkit.data.loader.DetectionDataset`).
 
     Returns:
         The :class:`DetectionMAP` dict (``"map"``, per-class ``"ap"``, ... ; COCO: ``"AP"``, ``"AP50"``, ...) plus
-        ``"metric"`` and ``"num_images"``.
+        ``"metric"`` and ``"num_images"`` (and ``"detections"``, per image in loader order, with
+        ``return_detections``).
     """
     device = resolve_device(device)
     source = loader.dataset.source
-    names = class_names if class_names is not None else tuple(source.class_names)
-    evaluator = create_evaluator(model, coder, cfg, metric, names, device,
-                                 pixel_offset=getattr(source, "format", "") == "voc")
+    names = tuple(class_names) if class_names is not None else tuple(source.class_names)
+    evaluator = create_evaluator(model, cfg, names, metric, device, pixel_offset=getattr(source, "format", "") == "voc",
+                                 channels_last=channels_last, keep_detections=return_detections)
     if progress:
         from ignite.handlers import ProgressBar
 
@@ -142,6 +123,8 @@ def evaluate_model(
     result = dict(evaluator.state.metrics[metric])
     result["metric"] = metric
     result["num_images"] = len(source)
+    if return_detections:
+        result["detections"] = evaluator.state.detections
     return result
 
 
@@ -154,8 +137,9 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = True,
+    return_detections: bool = False,
 ) -> dict:
-    """Evaluate a checkpoint on a dataset.
+    """Evaluate a checkpoint on a dataset (``ssdkit evaluate --checkpoint``).
 
     Args:
         checkpoint: an ssdkit checkpoint (``best.pt``, ``checkpoint_*.pt``, an imported one).
@@ -163,9 +147,11 @@ def evaluate_checkpoint(
             a dataset path; labels are mapped to the checkpoint's class names.
         split: split of ``data`` (VOC ``test``, COCO ``val2017``, ...).
         metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
+        batch_size: images per forward pass (as ``ssdkit predict --batch``).
+        return_detections: also return each image's detections (original pixels), in dataset order.
 
     Returns:
-        The metric dict (see :func:`evaluate_model`) with ``"map"``.
+        The metric dict (see :func:`evaluate_model`) with ``"map"``, ``"checkpoint"``, ``"data"``.
 
     Raises:
         CheckpointError: unreadable checkpoint; DataError: unreadable data or classes that differ from the
@@ -173,12 +159,11 @@ def evaluate_checkpoint(
     """
     from ssdkit.checkpoint import model_from_checkpoint
     from ssdkit.data.loader import DetectionDataset, make_loader
-    from ssdkit.data.transforms import SSDEvalTransform
-    from ssdkit.engine.data import SHAPES, build_source
-    from ssdkit.errors import DataError
+    from ssdkit.data.preprocess import SSDEvalTransform
+    from ssdkit.engine.data import build_source
 
-    if batch_size < 1:
-        raise SSDKitError(f"batch_size: must be >= 1, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SSDKitError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     dev = resolve_device(device)
     model, cfg, class_names = model_from_checkpoint(checkpoint, dev)
     if data == SHAPES and split is None:
@@ -192,8 +177,8 @@ def evaluate_checkpoint(
         raise DataError(f"{data}: no images to evaluate (split {split!r})")
     loader = make_loader(DetectionDataset(source, SSDEvalTransform(cfg.model.input_size)), batch_size, shuffle=False,
                          num_workers=cfg.data.num_workers)
-    coder = SSDBoxCoder(cfg.model)
-    result = evaluate_model(model, coder, loader, cfg, metric, dev, tuple(class_names), progress=progress)
+    result = evaluate_model(model, loader, cfg, metric, dev, class_names, progress=progress,
+                            return_detections=return_detections)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
     return result

@@ -44,7 +44,7 @@ from torch import nn
 from ssdkit.checkpoint import _unwrap, load_checkpoint, save_checkpoint
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, config_to_dict, save_config
-from ssdkit.data.transforms import normalize
+from ssdkit.data.preprocess import normalize
 from ssdkit.engine.data import Loaders, build_loaders, set_loader_position
 from ssdkit.engine.evaluate import create_evaluator
 from ssdkit.errors import CheckpointError, ConfigError, SSDKitError
@@ -812,7 +812,7 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
     evaluator = None
     if loaders.val_loader is not None and cfg.train.eval_every:
         evaluator = create_evaluator(
-            model, SSDBoxCoder(cfg.model), cfg, cfg.train.eval_metric, loaders.class_names, device,
+            model, cfg, loaders.class_names, cfg.train.eval_metric, device,
             pixel_offset=getattr(loaders.val_source, "format", "") == "voc", amp=cfg.train.amp,
             channels_last=cfg.train.channels_last,
         )

@@ -1,0 +1,197 @@
+"""``ssdkit predict``: a checkpoint over files, folders and globs -> COCO results, an image index, drawn images."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ssdkit.choices import PREDICT_PRESET
+from ssdkit.data.image import IMAGE_EXTENSIONS
+from ssdkit.errors import DataError, SSDKitError
+from ssdkit.inference import Detector
+
+__all__ = ["expand_inputs", "predict"]
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Files, folders (searched recursively) and globs -> (image files in order, without repeats; problems).
+
+    Folder and glob matches are filtered by :data:`IMAGE_EXTENSIONS` (any case); a file named explicitly is
+    always taken (an unreadable one is reported when it is read).
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    def add_dir(d: Path) -> None:
+        found = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            problems.append(f"{d}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        for p in found:
+            add(p)
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            add_dir(p)
+        elif p.is_file():
+            add(p)
+        elif glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(item), recursive=True))
+            hits = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_EXTENSIONS]
+            for d in (Path(m) for m in matches if Path(m).is_dir()):
+                hits.extend(sorted(q for q in d.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+            if not hits:
+                problems.append(f"{item}: no image files match this pattern")
+            for h in hits:
+                add(h)
+        else:
+            problems.append(f"{item}: no such file or folder")
+    return files, problems
+
+
+def _image_ids(files: Sequence[Path]) -> list[Any]:
+    """COCO ``image_id`` per file: ``int(stem)`` when every stem is a number (COCO's own naming, so a COCO
+    ground-truth file matches), else the stem when stems are unique, else the 0-based index."""
+    stems = [p.stem for p in files]
+    if len(set(stems)) == len(stems):
+        if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+            return [int(s) for s in stems]
+        return stems
+    return list(range(len(files)))
+
+
+def _output_names(files: Sequence[Path]) -> list[str]:
+    """Drawn-image file names in ``out_dir``: the input's name; ``stem_2.ext`` ... when names repeat."""
+    used: set[str] = set()
+    names = []
+    for p in files:
+        suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_EXTENSIONS else ".png"
+        name, k = f"{p.stem}{suffix}", 1
+        while name.lower() in used:
+            k += 1
+            name = f"{p.stem}_{k}{suffix}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike = "predictions",
+    score: float | None = None,
+    batch: int = 8,
+    device: str = "auto",
+    draw: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a checkpoint on files, folders and globs; write COCO results, an image index and drawn images.
+
+    Writes (atomically) into ``out_dir``:
+
+    - ``detections.json``: COCO results ``[{"image_id", "category_id" (label + 1), "bbox": [x, y, w, h] original
+      pixels, "score"}, ...]`` (what ``ssdkit evaluate --gt GT --detections detections.json`` reads);
+    - ``images.json``: ``{"images": [{"id", "file_name", "path", "width", "height"}], "categories": [{"id",
+      "name"}]}``, a COCO-style index of the images read (ground truth can be joined on ``id``);
+    - one drawn image per input (same name; ``name_2.jpg`` for repeated names) when ``draw``.
+
+    ``image_id`` is ``int(stem)`` when all file stems are numbers, else the stem, else the index (repeated stems).
+    Unreadable files are skipped and reported (a line on stderr while the progress bar runs, and in the summary).
+
+    Returns:
+        ``{"images": read, "detections": total, "skipped": ["<path>: <reason>", ...], "out_dir", "detections_json",
+        "images_json", "drawn": [paths]}``.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable. SSDKitError: no input names an image file.
+    """
+    from tqdm.auto import tqdm
+
+    from ssdkit.data.image import load_image
+    from ssdkit.metrics import detections_to_coco_results
+    from ssdkit.utils import atomic_write_text
+
+    if batch < 1:
+        raise SSDKitError(f"batch: must be >= 1, got {batch}")
+    detector = Detector.from_checkpoint(checkpoint, device=device, preset=PREDICT_PRESET, score_thresh=score,
+                                        batch_size=batch)
+    files, skipped = expand_inputs(inputs)
+    if not files:
+        raise SSDKitError(f"inputs: no image files found ({'; '.join(skipped) or 'nothing given'})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def report(msg: str) -> None:
+        if progress:
+            tqdm.write(f"skipped: {msg}", file=sys.stderr)
+
+    for msg in skipped:
+        report(msg)
+
+    ok_files: list[Path] = []
+    sizes: list[tuple[int, int]] = []
+    detections: list[dict[str, Any]] = []
+    drawn: list[str] = []
+    out_names = dict(zip(files, _output_names(files)))
+    bar = tqdm(total=len(files), unit="img", desc="predict", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(files), batch):
+            chunk, images = [], []
+            for path in files[start:start + batch]:
+                try:
+                    images.append(load_image(path))
+                    chunk.append(path)
+                except DataError as e:
+                    skipped.append(str(e))
+                    report(str(e))
+            if images:
+                results = detector(images)
+                for path, image, det in zip(chunk, images, results):
+                    ok_files.append(path)
+                    sizes.append((int(image.shape[1]), int(image.shape[2])))
+                    detections.append(det)
+                    if draw:
+                        from ssdkit.viz import draw_detections, save_image
+
+                        target = out / out_names[path]
+                        save_image(draw_detections(image, det["boxes"], det["labels"], det["scores"],
+                                                   detector.class_names), target)
+                        drawn.append(str(target))
+            bar.update(len(files[start:start + batch]))
+    finally:
+        bar.close()
+
+    ids = _image_ids(ok_files)
+    num_labels = len(detector.class_names)
+    results_json = detections_to_coco_results(detections, ids, [c + 1 for c in range(num_labels)])
+    index = {
+        "images": [
+            {"id": i, "file_name": p.name, "path": str(p), "width": w, "height": h}
+            for i, p, (h, w) in zip(ids, ok_files, sizes)
+        ],
+        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(detector.class_names)],
+    }
+    det_path, index_path = out / "detections.json", out / "images.json"
+    atomic_write_text(det_path, json.dumps(results_json))
+    atomic_write_text(index_path, json.dumps(index, indent=1))
+    return {
+        "images": len(ok_files),
+        "detections": len(results_json),
+        "skipped": skipped,
+        "out_dir": str(out),
+        "detections_json": str(det_path),
+        "images_json": str(index_path),
+        "drawn": drawn,
+    }
