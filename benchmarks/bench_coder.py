@@ -3,7 +3,7 @@
 decode: ``SSDBoxCoder.decode_batch`` vs ``torchvision.models.detection.SSD.postprocess_detections`` on the same
 random head outputs (21 classes, score 0.01, NMS 0.45, top-k 200 per class, 200 detections per image); a second
 line gives torchvision at its default top-k 400 per class.
-encode: ``SSDBoxCoder.encode_batch`` vs ``ssdkit.reference.notebook_encode`` (the notebook's loop) per image.
+encode: ``SSDBoxCoder.encode_batch`` vs ``notebook_encode`` of ``tests/reference.py`` (the notebook's loop) per image.
 
     python benchmarks/bench_coder.py [--batch 8 32] [--objects 4] [--repeat 5] [--json]
 """
@@ -13,15 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torchvision.models.detection import ssd300_vgg16
 
 from ssdkit import SSDBoxCoder
 from ssdkit.boxes import change_box_order
+from ssdkit.choices import DECODE_PRESETS
 from ssdkit.config import ssd300_config
-from ssdkit.reference import notebook_encode
+
+# the notebook's loop is test code, not part of the package: it lives in the repo's tests/ folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import notebook_encode  # noqa: E402
 
 
 def best_time(fn, repeat):
@@ -44,7 +50,7 @@ def measure(n: int, objects: int, repeat: int) -> dict:
     logits = torch.randn(n, a, c)
 
     tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=c)
-    tv.topk_candidates = 200  # same per-class candidate count as ssdkit
+    tv.topk_candidates = DECODE_PRESETS["evaluate"]["top_k"]  # same per-class candidate count as ssdkit
     anchors_xyxy = change_box_order(coder.default_boxes, "xywh2xyxy")
     head = {"bbox_regression": loc, "cls_logits": logits}
 
@@ -54,7 +60,7 @@ def measure(n: int, objects: int, repeat: int) -> dict:
 
     def run_ours():
         with torch.no_grad():
-            coder.decode_batch(loc, logits, score_thresh=0.01, nms_thresh=0.45, top_k=200, max_detections=200)
+            coder.decode_batch(loc, logits, **DECODE_PRESETS["evaluate"])
 
     t_tv = best_time(run_tv, repeat) / n
     t_ours = best_time(run_ours, repeat) / n

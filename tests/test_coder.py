@@ -1,14 +1,18 @@
-"""SSDBoxCoder against plain reference implementations (the notebook's loops, torchvision's per-class NMS)."""
+"""SSDBoxCoder: encoding against plain reference implementations (the notebook's loops, torchcv's coder), the
+default boxes and variances it owns, and the encode/decode round trip (decoding itself: test_postprocess.py)."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.nn import functional as F
+from make_pinned import CONFIGS  # ssd300, ssd300 with clipped boxes (an uneven grid), small, ssd512
+from reference import dense_match, hard_scene, notebook_encode, torchcv_encode
 from torchvision import ops
 
 from ssdkit import SSDBoxCoder
+from ssdkit.anchors import default_boxes_for
 from ssdkit.boxes import change_box_order
-from ssdkit.config import small_objects_config, ssd300_config, ssd512_config
-from ssdkit.reference import notebook_encode, torchcv_encode
+from ssdkit.config import ssd300_config
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,17 @@ def random_scene(gen, m, size=300):
     return boxes, labels
 
 
+def assert_no_object_lost(coder, boxes, labels, cls):
+    """Every object that overlaps some default box has a positive default box of its class overlapping it.
+
+    "Overlaps" is IoU >= 1e-6: the notebook's coder treats smaller IoUs as no overlap.
+    """
+    ious = ops.box_iou(change_box_order(coder.default_boxes, "xywh2xyxy"), boxes)  # [A, M]
+    for j in (ious.max(0).values >= 1e-6).nonzero().squeeze(1).tolist():
+        mine = (cls == labels[j] + 1) & (ious[:, j] > 0)
+        assert bool(mine.any()), f"object {j} {boxes[j].tolist()} (class {int(labels[j])}) has no default box"
+
+
 def special_scenes():
     yield torch.tensor([[0.0, 0.0, 1.0, 1.0], [299.0, 299.0, 300.0, 300.0]]), torch.tensor([0, 1])  # tiny, corners
     yield torch.tensor([[0.0, 0.0, 300.0, 300.0]]), torch.tensor([4])  # whole image
@@ -38,6 +53,24 @@ def special_scenes():
     yield torch.tensor([[100.0, 100.0, 130.0, 130.0], [101.0, 100.0, 131.0, 130.0]]), torch.tensor([3, 3])
     yield torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)  # empty image
 
+
+def test_coder_owns_the_default_boxes_and_variances_of_its_config():
+    cfg = ssd300_config(num_classes=6, variances=(0.1, 0.25))
+    for source in (cfg, SimpleNamespace(config=cfg)):  # a ModelConfig or anything with a ``config`` (a model)
+        coder = SSDBoxCoder(source)
+        assert torch.equal(coder.default_boxes, default_boxes_for(cfg))
+        assert torch.equal(coder._get_default_boxes(), coder.default_boxes)
+        assert coder.variances == (0.1, 0.25) and coder.config is cfg
+    with pytest.raises(TypeError, match="expected an SSD model or a ModelConfig, got dict"):
+        SSDBoxCoder({"num_classes": 6})
+
+
+def test_encode_batch_rejects_mismatched_lists(coder):
+    boxes = [torch.zeros(0, 4)] * 2
+    with pytest.raises(ValueError, match="2 box tensors but 1 label tensors"):
+        coder.encode_batch(boxes, [torch.zeros(0, dtype=torch.long)])
+    with pytest.raises(ValueError, match="2 box tensors but 3 ignore tensors"):
+        coder.encode_batch(boxes, [torch.zeros(0, dtype=torch.long)] * 2, [torch.zeros(0, dtype=torch.bool)] * 3)
 
 def test_encode_batch_equals_reference_on_random_scenes(coder):
     gen = torch.Generator().manual_seed(0)
@@ -52,8 +85,7 @@ def test_encode_batch_equals_reference_on_random_scenes(coder):
         pos = ref_cls > 0
         assert torch.allclose(loc[i][pos], ref_loc[pos], atol=1e-5), f"scene {i}"
         if len(b):
-            # every object that overlaps any default box is matched at least once (no object lost)
-            assert len(torch.unique(ref_cls[pos])) <= len(torch.unique(lab))
+            assert_no_object_lost(coder, b, lab, cls[i])
         one_loc, one_cls = coder.encode(b, lab)
         assert torch.equal(one_cls, cls[i]) and torch.equal(one_loc, loc[i])
 
@@ -119,163 +151,20 @@ def test_encode_decode_round_trip(coder):
     assert torch.all(ious > 0.999)
 
 
-def reference_decode_batch(coder, loc, logits, score_thresh, nms_thresh, top_k, max_det):
-    """torchvision SSD postprocess style: per image, per class top-k + threshold, NMS per class, cut."""
-    out = []
-    for i in range(loc.shape[0]):
-        boxes = coder.decode_boxes(loc[i]).clamp(0, 300)
-        scores = F.softmax(logits[i], -1)
-        all_b, all_s, all_l = [], [], []
-        for c in range(1, scores.shape[1]):
-            s = scores[:, c]
-            keep = s > score_thresh
-            s, b = s[keep], boxes[keep]
-            s, idx = s.topk(min(top_k, len(s)))
-            b = b[idx]
-            k = ops.nms(b, s, nms_thresh)
-            all_b.append(b[k])
-            all_s.append(s[k])
-            all_l.append(torch.full((len(k),), c - 1))
-        b, s, lab = torch.cat(all_b), torch.cat(all_s), torch.cat(all_l)
-        order = s.argsort(descending=True, stable=True)[:max_det]
-        out.append({"boxes": b[order], "scores": s[order], "labels": lab[order]})
-    return out
-
-
-@pytest.mark.parametrize("score_thresh, top_k, max_det", [(0.01, 200, 200), (0.3, 50, 20), (0.99, 200, 200)])
-def test_decode_batch_equals_per_image_reference(coder, score_thresh, top_k, max_det):
-    gen = torch.Generator().manual_seed(2)
-    loc = torch.randn(3, 8732, 4, generator=gen) * 0.5
-    logits = torch.randn(3, 8732, 6, generator=gen) * 2
-    got = coder.decode_batch(loc, logits, score_thresh=score_thresh, top_k=top_k, max_detections=max_det)
-    ref = reference_decode_batch(coder, loc, logits, score_thresh, 0.45, top_k, max_det)
-    for g, r in zip(got, ref):
-        assert len(g["scores"]) == len(r["scores"]) <= max_det
-        # compare as sets keyed by (label, score) since equal scores may order differently
-        gk = sorted(zip(g["labels"].tolist(), g["scores"].tolist(), map(tuple, g["boxes"].tolist())))
-        rk = sorted(zip(r["labels"].tolist(), r["scores"].tolist(), map(tuple, r["boxes"].tolist())))
-        assert gk == rk
-        assert torch.all(g["scores"][:-1] >= g["scores"][1:])
-
-
-def _as_set(det):
-    return sorted(zip(det["labels"].tolist(), det["scores"].tolist(), map(tuple, det["boxes"].tolist())))
-
-
-@pytest.mark.parametrize("max_det", [1, 5, 200])
-def test_decode_batch_with_heavy_suppression_needs_more_than_the_first_prefix(coder, max_det):
-    """Trained-model-like outputs: a few objects, each scored high by many overlapping default boxes, so most
-    high-scoring candidates are suppressed and the first prefix of candidates cannot fill max_detections."""
-    gen = torch.Generator().manual_seed(5)
-    loc = torch.zeros(2, 8732, 4)  # every prediction = its default box: neighbours overlap heavily
-    logits = torch.randn(2, 8732, 6, generator=gen) - 4.0
-    logits[..., 0] += 6.0
-    big = coder.default_boxes[:, 2] > 100  # large default boxes overlap each other
-    logits[0, big, 3] += 12.0 + torch.rand(int(big.sum()), generator=gen)
-    logits[1, :, 2] += torch.rand(8732, generator=gen) * 8  # image 1: one class everywhere
-    got = coder.decode_batch(loc, logits, score_thresh=0.01, top_k=200, max_detections=max_det)
-    ref = reference_decode_batch(coder, loc, logits, 0.01, 0.45, 200, max_det)
-    for g, r in zip(got, ref):
-        assert len(g["scores"]) == len(r["scores"])
-        assert _as_set(g) == _as_set(r)
-
-
-def test_decode_batch_equals_torchvision_postprocess(coder):
-    from torchvision.models.detection import ssd300_vgg16
-
-    gen = torch.Generator().manual_seed(7)
-    loc = torch.randn(2, 8732, 4, generator=gen) * 0.5
-    logits = torch.randn(2, 8732, 21, generator=gen) * 2
-    tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21)
-    tv.topk_candidates = 200
-    anchors = ops.box_convert(coder.default_boxes, "cxcywh", "xyxy")
-    with torch.no_grad():
-        ref = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": logits}, [anchors] * 2,
-                                        [(300, 300)] * 2)
-    coder_21 = SSDBoxCoder(ssd300_config(num_classes=21))
-    got = coder_21.decode_batch(loc, logits, score_thresh=0.01, nms_thresh=0.45, top_k=200, max_detections=200)
-    for g, r in zip(got, ref):
-        assert len(g["scores"]) == len(r["scores"]) == 200
-        assert torch.equal(g["labels"] + 1, r["labels"])  # torchvision counts background as label 0
-        assert torch.allclose(g["scores"], r["scores"], atol=1e-6)
-        assert torch.allclose(g["boxes"], r["boxes"], atol=1e-3)
-
-
-def test_decode_batch_on_an_encoded_scene_recovers_it(coder):
-    boxes = torch.tensor([[20.0, 30.0, 80.0, 120.0], [150.0, 140.0, 290.0, 260.0]])
-    labels = torch.tensor([2, 4])
-    loc, cls = coder.encode(boxes, labels)
-    logits = torch.full((8732, 6), -10.0)
-    logits[torch.arange(8732), cls] = 10.0
-    det = coder.decode_batch(loc[None], logits[None], score_thresh=0.5)[0]
-    assert sorted(det["labels"].tolist()) == [2, 4]
-    order = det["labels"].argsort()
-    assert torch.allclose(det["boxes"][order], boxes, atol=1e-3)
-
-
-def test_decode_with_nothing_above_threshold_is_empty(coder):
-    boxes, labels, scores = coder.decode(torch.zeros(8732, 4), torch.zeros(8732, 6), score_thresh=0.5)
-    assert boxes.shape == (0, 4) and labels.shape == (0,) and scores.shape == (0,)
-    det = coder.decode_batch(torch.zeros(2, 8732, 4), torch.zeros(2, 8732, 6), score_thresh=0.5)
-    assert [len(d["scores"]) for d in det] == [0, 0]
-
-
-def test_decode_rejects_wrong_shapes(coder):
-    with pytest.raises(ValueError, match="loc_preds"):
-        coder.decode(torch.zeros(10, 4), torch.zeros(10, 6))
-    with pytest.raises(ValueError, match="cls_logits"):
-        coder.decode_batch(torch.zeros(1, 8732, 4), torch.zeros(2, 8732, 6))
-
-
 def dense_reference_encode(coder, boxes, labels, ignore):
-    """The notebook's matching written out densely over all default boxes, with ignored objects (-1 marks)."""
-    ious = ops.box_iou(change_box_order(coder.default_boxes, "xywh2xyxy"), boxes)  # [A, M]
-    match = ious.clone()
-    match[:, ignore] = -1.0
-    index = torch.full((len(ious),), -1, dtype=torch.long)
-    work = match.clone()
-    for _ in range(len(boxes)):  # greedy bipartite: the highest remaining IoU first, first maximum on ties
-        flat = int(work.argmax())
-        a, o = divmod(flat, len(boxes))
-        if work[a, o] < 1e-6:
-            break
-        index[a] = o
-        work[a, :] = -1.0
-        work[:, o] = -1.0
-    best_iou, best_obj = match.max(1)
-    thresh = (index < 0) & (best_iou >= 0.5)
-    index[thresh] = best_obj[thresh]
+    """Targets from :func:`reference.dense_match`: the object index per default box and the classes (-1 marks)."""
+    index, ignored = dense_match(coder.default_boxes, boxes, ignore)
     cls = labels[index.clamp(min=0)] + 1
     cls[index < 0] = 0
-    if ignore.any():
-        cls[(index < 0) & (ious[:, ignore].max(1).values >= 0.5)] = -1
+    cls[ignored] = -1
     return index, cls
 
 
-def hard_scene(gen, m, size):
-    """Objects of every scale, some tiny, some zero-width, some off the image, some duplicated, some aligned with
-    the default-box grid (exact ties)."""
-    xy = torch.rand(m, 2, generator=gen) * size * 1.2 - size * 0.1
-    wh = torch.rand(m, 2, generator=gen) ** 3 * size + torch.rand(m, 2, generator=gen)
-    boxes = torch.cat([xy, xy + wh], 1)
-    boxes[::7, 2] = boxes[::7, 0]  # zero width
-    if m >= 4:
-        boxes[3] = boxes[1]  # a duplicate: the two collide on their best default box
-    boxes[::5] = (boxes[::5] / 8).round() * 8  # on the step-8 grid
-    labels = torch.randint(0, 5, (m,), generator=gen)
-    ignore = torch.rand(m, generator=gen) < 0.15
-    return boxes, labels, ignore
-
-
-@pytest.mark.parametrize("cfg", [
-    ssd300_config(num_classes=6),
-    ssd300_config(num_classes=6, clip_default_boxes=True, clip_default_box_centers=True),  # uneven centre grid
-    small_objects_config(num_classes=6),
-    ssd512_config(num_classes=6),
-], ids=["ssd300", "ssd300-clipped", "ssd300-small", "ssd512"])
-def test_encode_batch_equals_a_dense_reference_on_hard_scenes(cfg):
-    """encode_batch computes IoUs only for a candidate set of default boxes per object: it must pick exactly the
-    matches a dense computation over all default boxes picks, for every kind of object and config."""
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_encode_batch_equals_a_dense_reference_on_hard_scenes(name):
+    """encode_batch's targets on hard scenes (the matching itself: test_matching.py): classes and offsets equal a
+    dense computation over all default boxes, for every kind of object and config, alone and batched."""
+    cfg = CONFIGS[name]
     coder = SSDBoxCoder(cfg)
     gen = torch.Generator().manual_seed(5)
     scenes = [hard_scene(gen, m, cfg.input_size) for m in (1, 2, 4, 9, 30, 70)]

@@ -110,7 +110,9 @@ def test_cell17_18_concatenated(model, feature_maps):
         assert loc_pred.shape == (8732, 4) and cls_pred.shape == (8732, 10)
 
 
-def test_cell20_centres():
+def test_cell20_centres(model):
+    """The notebook printed, per level, the first and last cell's centre ``(w + 0.5) * step`` and box size:
+    ssdkit's default boxes of those cells (their first shape, ``(s_k, s_k)``) have exactly those values."""
     steps = (8, 16, 32, 64, 100, 300)
     fm_sizes = (38, 19, 10, 5, 3, 1)
     box_sizes = (30, 60, 111, 162, 213, 264, 315)
@@ -121,6 +123,17 @@ def test_cell20_centres():
             printed.append(((w + 0.5) * steps[i], (h + 0.5) * steps[i], box_sizes[i]))
     assert printed[0] == (4.0, 4.0, 30) and printed[1] == (300.0, 300.0, 30)
     assert printed[-1] == (150.0, 150.0, 264)
+
+    d = SSDBoxCoder(model)._get_default_boxes()
+    got, start = [], 0
+    for f, k in zip(fm_sizes, model.num_anchors):  # cells row-major, k shapes per cell
+        for cell in (0, f * f - 1):
+            cx, cy, bw, bh = d[start + cell * k].tolist()
+            assert bw == bh
+            got.append((cx, cy, bw))
+        start += f * f * k
+    assert start == len(d) == 8732
+    assert got == printed
 
 
 def test_cell21_default_boxes(model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchvision import ops
 
-__all__ = ["box_iou", "change_box_order", "clip_boxes", "check_boxes"]
+__all__ = ["box_iou", "change_box_order", "check_boxes"]
 
 
 def change_box_order(boxes: torch.Tensor, order: str) -> torch.Tensor:
@@ -30,15 +30,6 @@ def change_box_order(boxes: torch.Tensor, order: str) -> torch.Tensor:
 def box_iou(box1: torch.Tensor, box2: torch.Tensor) -> torch.Tensor:
     """IoU of every pair: ``Tensor[N, 4]`` x ``Tensor[M, 4]`` (xyxy) -> ``Tensor[N, M]``."""
     return ops.box_iou(box1, box2)
-
-
-def clip_boxes(boxes: torch.Tensor, width: float, height: float) -> torch.Tensor:
-    """Clip ``Tensor[..., 4]`` xyxy boxes to ``[0, width] x [0, height]``."""
-    if boxes.dim() == 2 and isinstance(width, int | float) and float(width).is_integer():
-        return ops.clip_boxes_to_image(boxes, (int(height), int(width)))
-    x = boxes[..., 0::2].clamp(0, width)
-    y = boxes[..., 1::2].clamp(0, height)
-    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
 
 def check_boxes(boxes: torch.Tensor, name: str = "boxes") -> None:

@@ -35,14 +35,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torchvision import ops
 
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import Config, ModelConfig, config_from_dict, config_to_dict
 from ssdkit.data.preprocess import InputNormalizer, resize_batch, to_image_tensor
 from ssdkit.errors import CheckpointError, SSDKitError
 from ssdkit.inference import Detector, resolve_preset
+from ssdkit.postprocess import PaddedDecoder
 from ssdkit.utils import atomic_write_bytes
 
 __all__ = [
@@ -62,89 +61,6 @@ _INPUT_DOC = "images: float32 [N, 3, {s}, {s}] RGB 0-255, resized to {s}x{s} (bi
 
 # ----------------------------------------------------------------------------------------------------------------
 # graph modules
-
-
-class _OnnxBatchedNMS(torch.autograd.Function):
-    """Per-image, per-class NMS -> ``selected [S, 3]`` int64 ``(image, class, anchor)``; the ONNX
-    ``NonMaxSuppression`` operator when exported (it batches over images and classes natively, no offsets)."""
-
-    @staticmethod
-    def forward(ctx, boxes, scores, max_per_class: int, iou: float, score_thresh: float, span: float):  # noqa: ANN001
-        return _offset_nms(boxes, scores, iou, score_thresh, span)
-
-    @staticmethod
-    def symbolic(g, boxes, scores, max_per_class: int, iou: float, score_thresh: float, span: float):  # noqa: ANN001
-        return g.op(
-            "NonMaxSuppression",
-            boxes,
-            scores,
-            g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
-            g.op("Constant", value_t=torch.tensor([iou], dtype=torch.float32)),
-            g.op("Constant", value_t=torch.tensor([score_thresh], dtype=torch.float32)),
-            center_point_box_i=0,
-        )
-
-
-def _offset_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, score_thresh: float,
-                span: float) -> torch.Tensor:
-    """``boxes [N, A, 4]`` xyxy in ``[0, span)``, ``scores [N, G, A]`` -> ``selected [S, 3]`` int64
-    ``(image, group, anchor)``, one NMS per (image, group).
-
-    Boxes of different (image, group) pairs are shifted apart by ``span`` (the coordinate trick of ``batched_nms``)
-    in float64, so the shift costs no precision: float32 at offsets of ~10^5 px would round IoUs near the threshold.
-    ``span`` is a constant (not ``boxes.max()``) so a traced graph also runs with zero candidates.
-    """
-    n, g, a = (scores > score_thresh).nonzero(as_tuple=True)
-    cand = boxes[n, a].double()
-    group = n * scores.shape[1] + g
-    keep = ops.nms(cand + (group.double() * span)[:, None], scores[n, g, a].double(), iou)
-    return torch.stack([n[keep], g[keep], a[keep]], 1)
-
-
-class PaddedDecoder(nn.Module):
-    """``(loc [N, A, 4], logits [N, A, C])`` -> padded detections (the same rules as ``SSDBoxCoder.decode_batch``).
-
-    Returns:
-        boxes ``[N, D, 4]`` float32 xyxy input pixels, scores ``[N, D]`` float32 decreasing, labels ``[N, D]`` int64
-        0-based, num_detections ``[N]`` int64; rows past ``num_detections`` hold score 0, label -1, box 0.
-
-    ``onnx_nms`` picks the NMS used when traced: the ONNX ``NonMaxSuppression`` operator (for ONNX export), or
-    ``torchvision.ops.nms`` with float64 offsets (eager / TorchScript). Both give ``decode_batch``'s boxes.
-    """
-
-    def __init__(self, coder: SSDBoxCoder, score_thresh: float, nms_thresh: float, top_k: int,
-                 max_detections: int, onnx_nms: bool = False) -> None:
-        super().__init__()
-        self.coder = coder
-        self.score_thresh = float(score_thresh)
-        self.nms_thresh = float(nms_thresh)
-        self.top_k = int(top_k)
-        self.max_detections = int(max_detections)
-        self.onnx_nms = onnx_nms
-
-    def forward(self, loc: torch.Tensor, logits: torch.Tensor):  # noqa: ANN201
-        num_anchors = loc.shape[1]
-        span = float(self.coder.input_size + 1)  # boxes are clipped to [0, S]
-        boxes = self.coder.decode_boxes(loc.float()).clamp(0, self.coder.input_size)  # [N, A, 4]
-        scores = F.softmax(logits.float(), dim=-1)[..., 1:].transpose(1, 2)  # [N, C-1, A]
-        top_scores, top_idx = scores.topk(min(self.top_k, num_anchors), dim=2)
-        # per-class top-k as a dense mask: candidates outside a class's top k score 0, below any threshold
-        masked = torch.zeros_like(scores).scatter(2, top_idx, top_scores)
-        if self.onnx_nms:
-            sel = _OnnxBatchedNMS.apply(boxes, masked, self.top_k, self.nms_thresh, self.score_thresh, span)
-        else:
-            sel = _offset_nms(boxes, masked, self.nms_thresh, self.score_thresh, span)
-        n, c, a = sel[:, 0], sel[:, 1], sel[:, 2]
-        kept = torch.zeros_like(masked).index_put((n, c, a), masked[n, c, a])  # [N, C-1, A], 0 = not kept
-        flat = kept.reshape(kept.shape[0], -1)
-        d = min(self.max_detections, flat.shape[1])
-        out_scores, pos = flat.topk(d, dim=1)  # [N, D]
-        valid = out_scores > 0
-        labels = torch.where(valid, torch.div(pos, num_anchors, rounding_mode="floor"), torch.full_like(pos, -1))
-        anchor = torch.remainder(pos, num_anchors)
-        out_boxes = torch.gather(boxes, 1, anchor.unsqueeze(2).expand(-1, -1, 4))
-        out_boxes = out_boxes * valid.unsqueeze(2).to(out_boxes.dtype)
-        return out_boxes, out_scores, labels, valid.sum(1)
 
 
 class ExportModule(nn.Module):

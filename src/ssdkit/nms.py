@@ -27,7 +27,7 @@ Speed (measured on SSD300 / 21 classes / top-200 random-logit candidates, 32k bo
 cores): the x-window leaves ~565k candidate pairs of which ~7k are above 0.45, and each pair costs ~15 gathers and
 elementwise ops, so there it is slower than ``ops.nms`` called per group slice (1.3-2x). With small groups it
 wins (160 groups of random 10-70 px boxes: 4-8x faster at <= 50 boxes per group, break-even near 110), so
-``SSDBoxCoder`` uses it when groups average <= 64 boxes.
+:func:`ssdkit.postprocess.decode_batch` uses it when groups average <= 64 boxes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Plain, slow reference implementations (the seed notebook's loops), kept for tests and benchmarks.
+"""Plain, slow reference implementations (the seed notebook's loops) and the scenes they are checked on.
 
-Not used by the library itself: these are the yardsticks the vectorized code is checked and timed against.
+Not part of the package: these are the yardsticks the vectorized code is checked (tests/) and timed
+(benchmarks/bench_coder.py) against.
 """
 
 from __future__ import annotations
@@ -95,3 +96,50 @@ def torchcv_encode(default_boxes: torch.Tensor, boxes: torch.Tensor, labels: tor
     cls_targets = 1 + labels[index.clamp(min=0)]
     cls_targets[index < 0] = 0
     return loc_targets, cls_targets
+
+
+def dense_match(default_boxes: torch.Tensor, boxes: torch.Tensor, ignore: torch.Tensor,
+                iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The notebook's matching written out densely over all default boxes, with ignored objects.
+
+    Args:
+        default_boxes: ``Tensor[A, 4]`` (cx, cy, w, h).  boxes: ``Tensor[M, 4]`` xyxy.  ignore: ``Tensor[M]`` bool.
+    Returns:
+        index ``Tensor[A]`` int64, the object matched to each default box (-1: none); ignored ``Tensor[A]`` bool,
+        the unmatched default boxes that an ignored object overlaps by >= ``iou_threshold``.
+    """
+    ious = ops.box_iou(change_box_order(default_boxes, "xywh2xyxy"), boxes)  # [A, M]
+    match = ious.clone()
+    match[:, ignore] = -1.0
+    index = torch.full((len(ious),), -1, dtype=torch.long)
+    work = match.clone()
+    for _ in range(len(boxes)):  # greedy bipartite: the highest remaining IoU first, first maximum on ties
+        flat = int(work.argmax())
+        a, o = divmod(flat, len(boxes))
+        if work[a, o] < 1e-6:
+            break
+        index[a] = o
+        work[a, :] = -1.0
+        work[:, o] = -1.0
+    best_iou, best_obj = match.max(1)
+    thresh = (index < 0) & (best_iou >= iou_threshold)
+    index[thresh] = best_obj[thresh]
+    ignored = torch.zeros(len(ious), dtype=torch.bool)
+    if ignore.any():
+        ignored = (index < 0) & (ious[:, ignore].max(1).values >= iou_threshold)
+    return index, ignored
+
+
+def hard_scene(gen: torch.Generator, m: int, size: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``m`` objects (boxes xyxy, labels in [0, 5), ignore flags) of every scale, some tiny, some zero-width, some
+    off the image, some duplicated, some aligned with the default-box grid (exact ties)."""
+    xy = torch.rand(m, 2, generator=gen) * size * 1.2 - size * 0.1
+    wh = torch.rand(m, 2, generator=gen) ** 3 * size + torch.rand(m, 2, generator=gen)
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[::7, 2] = boxes[::7, 0]  # zero width
+    if m >= 4:
+        boxes[3] = boxes[1]  # a duplicate: the two collide on their best default box
+    boxes[::5] = (boxes[::5] / 8).round() * 8  # on the step-8 grid
+    labels = torch.randint(0, 5, (m,), generator=gen)
+    ignore = torch.rand(m, generator=gen) < 0.15
+    return boxes, labels, ignore
