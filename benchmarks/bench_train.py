@@ -71,7 +71,8 @@ from ssdkit.config import Config, ModelConfig, TrainConfig, ssd300_config
 from ssdkit.data.loader import DetectionDataset, collate, make_loader
 from ssdkit.data.preprocess import SSDEvalTransform, normalize
 from ssdkit.data.shapes import ShapesDataset
-from ssdkit.engine.data import build_loaders, build_source, train_fill
+from ssdkit.data.sources import build_source
+from ssdkit.engine.data import build_loaders, train_fill
 from ssdkit.engine.demo import demo_config
 from ssdkit.engine.evaluate import evaluate_model
 from ssdkit.engine.train import (

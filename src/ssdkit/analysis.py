@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -19,17 +20,29 @@ from torch.utils.flop_counter import FlopCounterMode
 from ssdkit.anchors import default_boxes_for, level_of_default_boxes, wh_pairs
 from ssdkit.boxes import change_box_order
 from ssdkit.config import ModelConfig, feature_map_sizes
+from ssdkit.errors import SSDKitError
 from ssdkit.models import build_model
 
 # ----------------------------------------------------------------------------------------------- describe
 
 
-def describe(cfg: ModelConfig) -> dict:
-    """Everything the notebook printed about a model, as plain data (JSON-able).
+def describe(cfg: ModelConfig | str | None = None, num_classes: int | None = None) -> dict:
+    """Everything the notebook printed about a model, as plain data (JSON-able) (``ssdkit describe``).
+
+    Args:
+        cfg: a :class:`ModelConfig`, or a preset name / config YAML path (default ``ssd300``).
+        num_classes: overrides the config's class count (including background).
 
     Runs the network on the ``meta`` device: shapes and FLOPs cost no computation.
     """
     from torchvision.models.vgg import vgg16
+
+    from ssdkit.config import model_config_from_arg, replace_model
+
+    if not isinstance(cfg, ModelConfig):
+        cfg = model_config_from_arg(cfg, num_classes)
+    elif num_classes is not None:
+        cfg = replace_model(cfg, num_classes=num_classes)
 
     with torch.device("meta"):
         model = build_model(cfg).eval()
@@ -275,6 +288,44 @@ def anchor_fit(samples: Sequence, cfg: ModelConfig, iou_threshold: float = 0.5, 
     return result
 
 
+def anchors_report(
+    data: str,
+    model: str | ModelConfig | None = None,
+    split: str | None = None,
+    format: str | None = None,
+    classes=None,
+    iou_threshold: float = 0.5,
+    plot: str | os.PathLike | None = None,
+) -> dict:
+    """``ssdkit anchors``: :func:`anchor_fit` of the objects of ``data`` (opened by
+    :func:`ssdkit.data.sources.build_source`, annotations only) under ``model`` (a preset name, a config YAML or a
+    :class:`ModelConfig`; default ``ssd300``), with an optional PNG of object sizes against the default boxes.
+
+    Returns:
+        :func:`anchor_fit`'s dict without the per-object sizes, plus ``"plot"`` (the PNG's path or None).
+
+    Raises:
+        SSDKitError: ``iou_threshold`` outside (0, 1]; DataError / ConfigError from the data or the model.
+    """
+    from ssdkit.config import model_config_from_arg
+    from ssdkit.data.sources import build_source
+
+    if not 0 < iou_threshold <= 1:
+        raise SSDKitError(f"iou: must be in (0, 1], got {iou_threshold}")
+    source = build_source(data, split=split, format=format, classes=classes)
+    num_classes = max(2, len(source.class_names) + 1)
+    cfg = model if isinstance(model, ModelConfig) else model_config_from_arg(model, num_classes)
+    result = anchor_fit([source.sample(i) for i in range(len(source))], cfg, iou_threshold=iou_threshold)
+    wh = result.pop("object_wh")
+    result["plot"] = None
+    if plot is not None:
+        from ssdkit.viz import plot_anchor_fit
+
+        plot_anchor_fit(wh, default_box_sizes(cfg), plot)
+        result["plot"] = str(plot)
+    return result
+
+
 def format_anchor_fit(r: dict) -> str:
     lines = [f"objects: {r['objects']}   input {r['input_size']}   box_sizes {r['box_sizes']}"]
     if r["objects"]:
@@ -289,6 +340,8 @@ def format_anchor_fit(r: dict) -> str:
     rec = r.get("recommended")
     if rec:
         lines += ["", f"recommended config (coverage {100 * rec['coverage']:.1f}%):", rec["snippet"].rstrip()]
+    if r.get("plot"):
+        lines.append(f"plot: {r['plot']}")
     return "\n".join(lines)
 
 
@@ -300,5 +353,5 @@ def default_box_sizes(cfg: ModelConfig) -> list[tuple[float, float]]:
     return out
 
 
-__all__ = ["describe", "format_description", "anchor_fit", "format_anchor_fit", "coverage_report", "match_stats",
-           "recommend_config", "default_box_sizes", "level_of_default_boxes"]
+__all__ = ["describe", "format_description", "anchor_fit", "anchors_report", "format_anchor_fit", "coverage_report",
+           "match_stats", "recommend_config", "default_box_sizes", "level_of_default_boxes"]

@@ -17,8 +17,8 @@ DATA_FORMAT_CHOICES = (*DATA_FORMATS, *DATA_FORMAT_ALIASES)
 #: The data spec of the built-in synthetic dataset (``--data shapes``, ``data.train: shapes``).
 SHAPES = "shapes"
 
-#: Formats ``ssdkit make-shapes`` writes.
-SHAPES_FORMATS = ("voc", "coco")
+#: Formats ``ssdkit make-shapes`` writes (:data:`ssdkit.data.writers.WRITE_FORMATS` and the ``list`` alias).
+SHAPES_FORMATS = ("voc", "coco", "yolo", "listfile", "list")
 
 #: Detection metrics: VOC2007 11-point AP@0.5, VOC2010+ area AP@0.5, COCO AP@[.5:.95] (pycocotools).
 METRICS = ("voc07", "voc", "coco")

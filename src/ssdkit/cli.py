@@ -1,35 +1,59 @@
-"""``ssdkit`` command line. Parsing only: every command delegates to a function users can also call.
+"""``ssdkit`` command line: parsing only. Every command calls one library function and prints its result.
 
-Errors users can cause (``SSDKitError``) print one line ``ssdkit: error: ...`` and exit with status 2.
+Errors users can cause (``SSDKitError``, and ``OSError`` on a path they gave) print one line
+``ssdkit: error: ...`` and exit with status 2. ``--json`` prints strict JSON (NaN and infinities as null).
+Choices (formats, metrics, presets) come from :mod:`ssdkit.choices`, the table the library validates against.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from ssdkit import choices
 from ssdkit.errors import SSDKitError
 
-
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=_json_default))
+# ------------------------------------------------------------------------------------------------- output
 
 
-def _json_default(o):
+def _plain(o, notes: list[str]):
+    """``o`` as strict-JSON-able data: tensors and arrays as lists, paths as strings, NaN/inf as None."""
     import numpy as np
     import torch
 
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, np.ndarray | np.generic):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, float):
+    if isinstance(o, dict):
+        return {str(k): _plain(v, notes) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v, notes) for v in o]
+    if isinstance(o, (torch.Tensor, np.ndarray, np.generic)):
+        return _plain(o.tolist(), notes)
+    if isinstance(o, float) and not math.isfinite(o):
+        notes.append(repr(o))
         return None
+    if o is None or isinstance(o, (str, int, float, bool)):
+        return o
     return str(o)
+
+
+def _print_json(data) -> None:
+    notes: list[str] = []
+    print(json.dumps(_plain(data, notes), indent=2, allow_nan=False))
+    if notes:
+        print(f"ssdkit: note: {len(notes)} non-finite number(s) ({', '.join(sorted(set(notes)))}) written as null",
+              file=sys.stderr)
+
+
+def _emit(args, result, text) -> None:
+    """``--json``: the result as JSON; else ``text(result)`` (a string, or None to print nothing)."""
+    if getattr(args, "json", False):
+        _print_json(result)
+    else:
+        out = text(result)
+        if out:
+            print(out)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -37,32 +61,17 @@ def _json_default(o):
 
 def cmd_describe(args) -> int:
     from ssdkit.analysis import describe, format_description
-    from ssdkit.config import model_config_from_arg
 
-    d = describe(model_config_from_arg(args.model, args.num_classes))
-    if args.json:
-        _print_json(d)
-    else:
-        print(format_description(d))
+    _emit(args, describe(args.model, num_classes=args.num_classes), format_description)
     return 0
 
 
-def _read(args):
-    from ssdkit.engine.data import build_source
-
-    return build_source(args.data, split=args.split, format=args.format, classes=args.classes)
-
-
 def cmd_check_data(args) -> int:
-    from ssdkit.data.check import check_dataset
-    from ssdkit.data.readers import read_dataset
+    from ssdkit.data.check import check_data
 
-    ds = read_dataset(args.data, format=args.format, split=args.split, classes=args.classes)
-    report = check_dataset(ds, verify_images=not args.no_verify)
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        print(report.format())
+    report = check_data(args.data, split=args.split, format=args.format, classes=args.classes,
+                        verify_images=not args.no_verify, decode=args.decode)
+    _emit(args, report.to_dict(), lambda _: report.format())
     if args.strict and report.problems:
         print(f"ssdkit: error: {len(report.problems)} problem(s) found and --strict was given", file=sys.stderr)
         return 1
@@ -72,29 +81,21 @@ def cmd_check_data(args) -> int:
 def cmd_make_shapes(args) -> int:
     from ssdkit.data.shapes import write_shapes
 
-    out = write_shapes(args.out, format=args.format, count=args.count, seed=args.seed, image_size=args.size)
-    print(f"wrote {args.count} shapes images ({args.format}) to {out if out else args.out}")
+    kwargs = {k: getattr(args, k) for k in ("min_size", "max_size", "min_objects", "max_objects")
+              if getattr(args, k) is not None}
+    out = write_shapes(args.out, format=choices.data_format(args.format), count=args.count, seed=args.seed,
+                       image_size=args.size, overwrite=args.overwrite, progress=False if args.json else None, **kwargs)
+    result = {"out": str(out), "format": args.format, "count": args.count}
+    _emit(args, result, lambda r: f"wrote {r['count']} shapes images ({r['format']}) to {r['out']}")
     return 0
 
 
 def cmd_anchors(args) -> int:
-    from ssdkit.analysis import anchor_fit, default_box_sizes, format_anchor_fit
-    from ssdkit.config import model_config_from_arg
+    from ssdkit.analysis import anchors_report, format_anchor_fit
 
-    source = _read(args)
-    cfg = model_config_from_arg(args.model, max(2, len(source.class_names) + 1))
-    samples = [source.sample(i) for i in range(len(source))]
-    result = anchor_fit(samples, cfg, iou_threshold=args.iou)
-    if args.plot:
-        from ssdkit.viz import plot_anchor_fit
-
-        plot_anchor_fit(result["object_wh"], default_box_sizes(cfg), args.plot)
-    if args.json:
-        _print_json({k: v for k, v in result.items() if k != "object_wh"})
-    else:
-        print(format_anchor_fit(result))
-        if args.plot:
-            print(f"plot: {args.plot}")
+    result = anchors_report(args.data, args.model, split=args.split, format=args.format, classes=args.classes,
+                            iou_threshold=args.iou, plot=args.plot)
+    _emit(args, result, format_anchor_fit)
     return 0
 
 
@@ -102,62 +103,20 @@ def cmd_train(args) -> int:
     from ssdkit.config import load_config
     from ssdkit.engine.train import train
 
-    cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress, nproc=args.nproc)
-    if args.json:
-        _print_json(summary)
+    summary = train(load_config(args.config, args.overrides), resume=args.resume, progress=not args.no_progress,
+                    nproc=args.nproc)
+    _emit(args, summary, lambda s: None)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    if args.gt or args.detections:
-        if not (args.gt and args.detections):
-            raise SSDKitError("evaluate: --gt and --detections go together")
-        from ssdkit.metrics import evaluate_coco_files, evaluate_voc_files
+    from ssdkit.engine.evaluate import evaluate, format_metrics
 
-        if args.metric == "coco":
-            result = evaluate_coco_files(args.gt, args.detections)
-        else:
-            result = evaluate_voc_files(args.gt, args.detections, use_07_metric=args.metric == "voc07")
-    else:
-        if not (args.checkpoint and args.data):
-            raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections")
-        from ssdkit.engine.evaluate import evaluate_checkpoint
-
-        result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, metric=args.metric,
-                                     format=args.format, batch_size=args.batch, device=args.device,
-                                     progress=not args.json)
-    if args.plot_dir and args.metric != "coco" and "precision" in result:
-        from ssdkit.viz import plot_pr_curves
-
-        path = Path(args.plot_dir) / "pr_curves.png"
-        plot_pr_curves(result, path)
-        result["pr_curves"] = str(path)
-    if args.json:
-        _print_json({k: v for k, v in result.items() if k not in ("precision", "recall")})
-    else:
-        print(format_metrics(result, args.metric))
+    result = evaluate(args.checkpoint, args.data, gt=args.gt, detections=args.detections, metric=args.metric,
+                      split=args.split, format=args.format, batch_size=args.batch, device=args.device,
+                      plot_dir=args.plot_dir, progress=not args.json)
+    _emit(args, {k: v for k, v in result.items() if k not in ("precision", "recall")}, format_metrics)
     return 0
-
-
-def format_metrics(result: dict, metric: str) -> str:
-    lines = []
-    if metric == "coco":
-        for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"):
-            if k in result:
-                lines.append(f"{k:>6}: {result[k]:.4f}")
-        per_class = result.get("ap", {})
-    else:
-        lines.append(f"mAP ({metric}, IoU 0.5): {result['map']:.4f}")
-        per_class = result.get("ap", {})
-    if per_class:
-        lines.append("")
-        lines.append(f"{'class':<20} {'AP':>8}")
-        for name, ap in per_class.items():
-            lines.append(f"{name:<20} {ap:>8.4f}")
-    if "pr_curves" in result:
-        lines.append(f"\nPR curves: {result['pr_curves']}")
-    return "\n".join(lines)
 
 
 def cmd_predict(args) -> int:
@@ -165,14 +124,12 @@ def cmd_predict(args) -> int:
 
     summary = predict(args.checkpoint, args.inputs, args.out, score=args.score, batch=args.batch,
                       device=args.device, draw=not args.no_draw, progress=not args.json)
-    if args.json:
-        _print_json(summary)
-    else:
-        # predict already wrote one "skipped: ..." line per file on stderr as it went; count them only.
-        n_skipped = len(summary.get("skipped", []))
-        skipped = f", {n_skipped} skipped (listed above)" if n_skipped else ""
-        print(f"{summary.get('images', 0)} image(s), {summary.get('detections', 0)} detection(s){skipped}; "
-              f"results in {args.out}")
+
+    def text(s):  # predict already wrote one "skipped: ..." line per file on stderr as it went: count them only
+        skipped = f", {len(s['skipped'])} skipped (listed above)" if s["skipped"] else ""
+        return f"{s['images']} image(s), {s['detections']} detection(s){skipped}; results in {s['out_dir']}"
+
+    _emit(args, summary, text)
     return 0
 
 
@@ -180,11 +137,7 @@ def cmd_export(args) -> int:
     from ssdkit.export import export
 
     result = export(args.checkpoint, args.format, out=args.out, with_postprocess=args.with_postprocess)
-    if args.json:
-        _print_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
+    _emit(args, result, lambda r: "\n".join(f"{k}: {v}" for k, v in r.items()))
     return 0
 
 
@@ -192,16 +145,15 @@ def cmd_import_weights(args) -> int:
     from ssdkit.interop import import_weights
 
     report = import_weights(args.source, args.weights, args.out, classes=args.classes)
-    if args.json:
-        _print_json(report)
-    else:
-        mapped = report.get("mapped", {})
-        print(f"imported {report.get('variant', args.source)}: {report.get('num_classes')} classes (incl. background), "
-              f"{len(mapped)} tensors mapped -> {args.out}")
-        for k, v in report.get("constants", {}).items():
-            print(f"constant: {k} = {v}")
-        for note in report.get("notes", []):
-            print(f"note: {note}")
+
+    def text(r):
+        lines = [f"imported {r.get('variant', args.source)}: {r.get('num_classes')} classes (incl. background), "
+                 f"{len(r.get('mapped', {}))} tensors mapped -> {r['out']}"]
+        lines += [f"constant: {k} = {v}" for k, v in r.get("constants", {}).items()]
+        lines += [f"note: {n}" for n in r.get("notes", [])]
+        return "\n".join(lines)
+
+    _emit(args, report, text)
     return 0
 
 
@@ -209,12 +161,23 @@ def cmd_demo(args) -> int:
     from ssdkit.engine.demo import run_demo
 
     summary = run_demo(args.out, quick=args.quick, progress=not args.json)
-    if args.json:
-        _print_json(summary)
+    _emit(args, summary, lambda s: None)
     return 0
 
 
 # ------------------------------------------------------------------------------------------------- parser
+
+_MODEL_HELP = f"{' | '.join(choices.MODEL_PRESETS)} | CONFIG.yaml (default ssd300)"
+_DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+
+
+def _data_args(sp, required: bool = True) -> None:
+    sp.add_argument("--data", required=required,
+                    help="dataset path (VOC dir, COCO json, YOLO yaml/dir, list file, VEDAI dir) or 'shapes'")
+    sp.add_argument("--split", default=None, help="split name (VOC ImageSets, COCO/YOLO split, VEDAI fold)")
+    sp.add_argument("--format", default=None, choices=choices.DATA_FORMAT_CHOICES,
+                    help="force a format instead of auto-detecting it")
+    sp.add_argument("--classes", default=None, help="class names file (one per line) or comma-separated names")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,38 +187,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ssdkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_args(sp, required=True):
-        sp.add_argument("--data", required=required,
-                        help="dataset path (VOC dir, COCO json, YOLO yaml/dir, list file, VEDAI dir) or 'shapes'")
-        sp.add_argument("--split", default=None, help="split name (VOC ImageSets, COCO/YOLO split, VEDAI fold)")
-        sp.add_argument("--format", default=None, choices=["voc", "coco", "yolo", "list", "vedai"],
-                        help="force a format instead of auto-detecting it")
-        sp.add_argument("--classes", default=None, help="class names file (one per line) or comma-separated names")
-
     sp = sub.add_parser("describe", help="the notebook's model analysis: layers, feature maps, default boxes, FLOPs")
-    sp.add_argument("--model", default="ssd300", help="ssd300 | ssd512 | ssd300_small | CONFIG.yaml")
+    sp.add_argument("--model", default=None, help=_MODEL_HELP)
     sp.add_argument("--num-classes", type=int, default=None, help="classes including background (default 21)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_describe)
 
     sp = sub.add_parser("check-data", help="validate a dataset: counts, sizes and every problem found")
-    data_args(sp)
+    _data_args(sp)
     sp.add_argument("--strict", action="store_true", help="exit 1 if any problem is found")
     sp.add_argument("--no-verify", action="store_true", help="do not open images (faster)")
+    sp.add_argument("--decode", action="store_true", help="decode every image fully (finds corrupt pixel data)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_check_data)
 
-    sp = sub.add_parser("make-shapes", help="write the built-in shapes dataset to disk as VOC or COCO")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--format", default="voc", choices=["voc", "coco"])
+    sp = sub.add_parser("make-shapes", help="write the built-in shapes dataset to disk")
+    sp.add_argument("--out", required=True, help="a new or empty folder")
+    sp.add_argument("--format", default="voc", choices=choices.SHAPES_FORMATS)
     sp.add_argument("--count", type=int, default=500)
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--size", type=int, default=300, help="image size in pixels")
+    sp.add_argument("--size", type=int, default=300, help="image side in pixels")
+    sp.add_argument("--min-size", type=float, default=None, help="smallest object (longer side, px; default 8)")
+    sp.add_argument("--max-size", type=float, default=None, help="largest object (px; default 90%% of the image)")
+    sp.add_argument("--min-objects", type=int, default=None, help="objects per image, at least (default 1)")
+    sp.add_argument("--max-objects", type=int, default=None, help="objects per image, at most (default 6)")
+    sp.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
+    sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_make_shapes)
 
     sp = sub.add_parser("anchors", help="do the objects get default boxes? coverage and a recommended config")
-    data_args(sp)
-    sp.add_argument("--model", default="ssd300", help="ssd300 | ssd512 | ssd300_small | CONFIG.yaml")
+    _data_args(sp)
+    sp.add_argument("--model", default=None, help=_MODEL_HELP)
     sp.add_argument("--iou", type=float, default=0.5, help="IoU at which a default box covers an object")
     sp.add_argument("--plot", default=None, help="write a PNG of object sizes against default box sizes")
     sp.add_argument("--json", action="store_true")
@@ -272,37 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("evaluate", help="VOC07 / VOC / COCO mAP of a checkpoint, or of a COCO results file")
     sp.add_argument("--checkpoint", default=None)
-    data_args(sp, required=False)
+    _data_args(sp, required=False)
     sp.add_argument("--gt", default=None, help="COCO ground-truth JSON (with --detections)")
     sp.add_argument("--detections", default=None, help="COCO results JSON of any detector")
-    sp.add_argument("--metric", default="voc07", choices=["voc07", "voc", "coco"])
+    sp.add_argument("--metric", default="voc07", choices=choices.METRICS)
     sp.add_argument("--batch", type=int, default=8)
-    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--plot-dir", default=None, help="write PR curves (PNG) here")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
 
+    visualize = choices.DECODE_PRESETS[choices.PREDICT_PRESET]["score_thresh"]
     sp = sub.add_parser("predict", help="detect objects in images; COCO results JSON and drawn images")
     sp.add_argument("--checkpoint", required=True)
     sp.add_argument("inputs", nargs="+", help="image files, folders or globs")
     sp.add_argument("--out", default="predictions")
-    sp.add_argument("--score", type=float, default=0.5)
+    sp.add_argument("--score", type=float, default=None,
+                    help=f"score threshold (default: the {choices.PREDICT_PRESET!r} preset's {visualize})")
     sp.add_argument("--batch", type=int, default=8)
-    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--no-draw", action="store_true")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("export", help="export to ONNX / TorchScript / safetensors with a parity check")
     sp.add_argument("--checkpoint", required=True)
-    sp.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    sp.add_argument("--format", required=True, choices=choices.EXPORT_FORMATS)
     sp.add_argument("--with-postprocess", action="store_true", help="put decoding and NMS in the graph")
     sp.add_argument("--out", default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("import-weights", help="convert torchvision / amdegroot / torchcv SSD weights")
-    sp.add_argument("--from", dest="source", required=True, choices=["torchvision", "amdegroot", "torchcv"])
+    sp.add_argument("--from", dest="source", required=True, choices=choices.IMPORT_SOURCES)
     sp.add_argument("--weights", required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("--classes", default=None, help="class names file (one per line), without background")
@@ -325,11 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SSDKitError as e:
-        print(f"ssdkit: error: {e}", file=sys.stderr)
-        return 2
+        print(f"ssdkit: error: {_one_line(str(e))}", file=sys.stderr)
+    except OSError as e:  # a path the user gave: unwritable, a file where a folder should be, a full disk, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ssdkit: error: {where}{e.strerror or _one_line(str(e))}", file=sys.stderr)
+    except MemoryError:
+        print("ssdkit: error: out of memory (try a smaller --batch, or smaller images)", file=sys.stderr)
     except KeyboardInterrupt:
         print("ssdkit: interrupted", file=sys.stderr)
         return 130
+    return 2
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ssdkit.data.image import image_size, load_image
-from ssdkit.data.readers.base import AnnotatedDataset, error_reason
-from ssdkit.data.sample import Problem, Sample
+from ssdkit.data.readers.base import error_reason
+from ssdkit.data.sample import DetectionSource, Problem, Sample
 from ssdkit.errors import DataError
 
-__all__ = ["CheckReport", "check_dataset", "sanitize_sample", "SIZE_BUCKETS", "MIN_BOX_SIZE"]
+__all__ = ["CheckReport", "check_data", "check_dataset", "sanitize_sample", "SIZE_BUCKETS", "MIN_BOX_SIZE"]
 
 #: Boxes with width or height below this (pixels, after clipping) are dropped.
 MIN_BOX_SIZE = 1.0
@@ -192,11 +192,32 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_dataset(ds: AnnotatedDataset, verify_images: bool = True, decode: bool = False) -> CheckReport:
+def check_data(
+    data: str,
+    split: str | None = None,
+    format: str | None = None,
+    classes=None,
+    verify_images: bool = True,
+    decode: bool = False,
+) -> CheckReport:
+    """``ssdkit check-data``: open ``data`` as training would (:func:`ssdkit.data.sources.build_source`: a dataset
+    path in any format, or ``"shapes"``) and :func:`check_dataset` it.
+
+    Raises:
+        DataError: the data cannot be opened at all (the reader's one-line message).
+    """
+    from ssdkit.data.sources import build_source
+
+    return check_dataset(build_source(data, split=split, format=format, classes=classes),
+                         verify_images=verify_images, decode=decode)
+
+
+def check_dataset(ds: DetectionSource, verify_images: bool = True, decode: bool = False) -> CheckReport:
     """Summarise and validate a dataset.
 
     Args:
-        ds: what a reader returned.
+        ds: any :class:`~ssdkit.data.sample.DetectionSource` (what a reader returned, the shapes set, ...);
+            a reader's own ``problems`` are included.
         verify_images: open every image header: unreadable files -> ``unreadable``, a size different from the
             annotation's -> ``size_mismatch``.
         decode: with ``verify_images``, fully decode each image (catches truncated files; slow).
@@ -206,13 +227,14 @@ def check_dataset(ds: AnnotatedDataset, verify_images: bool = True, decode: bool
     """
     n_classes = len(ds.class_names)
     objects, ignored, images = [0] * n_classes, [0] * n_classes, [0] * n_classes
-    problems = list(ds.problems)
+    problems = list(getattr(ds, "problems", ()))
+    samples = [ds.sample(i) for i in range(len(ds))]
     widths: list[float] = []
     heights: list[float] = []
     buckets = dict.fromkeys((b[0] for b in SIZE_BUCKETS), 0)
     empty: list[str] = []
     num_objects = num_ignored = 0
-    for s in ds.samples:
+    for s in samples:
         num_objects += len(s)
         num_ignored += int(s.ignore.sum())
         if len(s) == 0:
@@ -243,9 +265,9 @@ def check_dataset(ds: AnnotatedDataset, verify_images: bool = True, decode: bool
         return {"min": min(v), "median": statistics.median(v), "max": max(v)} if v else {}
 
     return CheckReport(
-        dataset_format=ds.format,
-        root=str(ds.root),
-        num_images=len(ds.samples),
+        dataset_format=getattr(ds, "format", None) or type(ds).__name__,
+        root=str(getattr(ds, "root", None) or ds),
+        num_images=len(samples),
         num_objects=num_objects,
         num_ignored=num_ignored,
         class_names=list(ds.class_names),

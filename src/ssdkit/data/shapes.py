@@ -6,25 +6,22 @@ drawing. Backgrounds are a two-colour gradient at a random angle, uniform pixel 
 are filled shapes of random colour (kept away from the background colour), sizes log-uniform between
 ``min_size`` and ``max_size`` pixels, possibly overlapping but never hiding most of an earlier object.
 
-:func:`write_shapes` writes such a dataset as VOC or COCO files (JPEG images), for the readers and the CLI.
+:func:`write_shapes` writes such a dataset as VOC, COCO, YOLO or list files (JPEG images), for the readers and the CLI.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from ssdkit.data.sample import Sample
-from ssdkit.utils import atomic_write_bytes, atomic_write_text
+from ssdkit.errors import SSDKitError
 
 __all__ = ["SHAPE_CLASSES", "ShapesDataset", "write_shapes"]
 
@@ -96,25 +93,28 @@ class ShapesDataset:
         min_size: float = 8.0,
         max_size: float | None = None,
     ) -> None:
-        if int(count) != count or count < 0:
-            raise ValueError(f"count: expected a non-negative integer, got {count!r}")
+        if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+            raise SSDKitError(f"count: expected a non-negative integer, got {count!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
+            raise SSDKitError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
         if isinstance(image_size, int | np.integer):
             width = height = int(image_size)
         else:
             width, height = (int(v) for v in image_size)
-        if min(width, height) < 16:
-            raise ValueError(f"image_size: sides must be >= 16 pixels, got {image_size!r}")
-        if not 0 <= min_objects <= max_objects:
-            raise ValueError(f"min_objects/max_objects: need 0 <= min <= max, got {min_objects}/{max_objects}")
+        if not (16 <= min(width, height) and max(width, height) <= 65536):
+            raise SSDKitError(f"image_size: sides must be 16-65536 pixels, got {image_size!r}")
+        if not 0 <= min_objects <= max_objects <= 10_000:
+            raise SSDKitError(f"min_objects/max_objects: need 0 <= min <= max <= 10000, got {min_objects}/"
+                              f"{max_objects}")
         class_names = tuple(class_names)
         unknown = [c for c in class_names if c not in SHAPE_CLASSES]
         if unknown or not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(
+            raise SSDKitError(
                 f"class_names: expected distinct names from {', '.join(SHAPE_CLASSES)}, got {class_names!r}"
             )
         max_size = 0.9 * min(width, height) if max_size is None else float(max_size)
         if not 1 <= min_size <= max_size <= min(width, height):
-            raise ValueError(
+            raise SSDKitError(
                 f"min_size/max_size: need 1 <= min <= max <= {min(width, height)}, got {min_size}/{max_size}"
             )
         self.count = int(count)
@@ -271,32 +271,6 @@ class ShapesDataset:
 # -- writing files -----------------------------------------------------------------------------------------
 
 
-def _encode_jpeg(array: np.ndarray, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.2f}"
-
-
-def _voc_xml(sample: Sample, filename: str) -> str:
-    objects = []
-    for box, label in zip(sample.boxes.tolist(), sample.labels.tolist()):
-        coords = "".join(f"<{k}>{_fmt(v)}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
-        objects.append(
-            f"  <object>\n    <name>{escape(sample.class_names[label])}</name>\n    <pose>Unspecified</pose>\n"
-            f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <bndbox>{coords}</bndbox>\n  </object>\n"
-        )
-    return (
-        f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
-        f"  <source><database>ssdkit shapes</database></source>\n"
-        f"  <size><width>{sample.width}</width><height>{sample.height}</height><depth>3</depth></size>\n"
-        f"  <segmented>0</segmented>\n{''.join(objects)}</annotation>\n"
-    )
-
-
 def write_shapes(
     out_dir: str | os.PathLike,
     format: str = "voc",
@@ -306,75 +280,38 @@ def write_shapes(
     image_size: int | tuple[int, int] = 300,
     quality: int = 90,
     progress: bool | None = None,
+    overwrite: bool = False,
     **dataset_kwargs,
 ) -> Path:
-    """Write a :class:`ShapesDataset` as JPEG files plus VOC or COCO annotations; returns ``out_dir``.
+    """Write a :class:`ShapesDataset` as JPEG files plus annotations (``ssdkit make-shapes``); returns ``out_dir``.
 
-    The last ``round(count * val_fraction)`` images form the ``val`` split, the rest ``train``.
+    ``format``: ``voc``, ``coco``, ``yolo`` or ``listfile`` (layouts: :mod:`ssdkit.data.writers`). The last
+    ``round(count * val_fraction)`` images form the ``val`` split, the rest ``train``. A tqdm bar is shown when
+    ``count > 50`` (``progress`` forces it on or off). ``dataset_kwargs`` go to :class:`ShapesDataset`
+    (``min_size``, ``max_size``, ``min_objects``, ``max_objects``, ``class_names``).
 
-    Layouts:
-        ``voc``: ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg``, ``ImageSets/Main/{train,val,trainval}.txt``;
-        boxes written as generated (0-based ``xmin, ymin``, exclusive ``xmax, ymax``), which ssdkit's VOC reader
-        reads back unchanged.
-        ``coco``: ``images/<id>.jpg``, ``annotations/instances_{train,val}.json`` (category ids ``1..K``,
-        ``bbox`` ``[x, y, w, h]``).
-
-    Every file goes through a temp file + ``os.replace``. A tqdm bar is shown when ``count > 50``
-    (``progress`` forces it on or off). ``dataset_kwargs`` go to :class:`ShapesDataset`.
+    Raises:
+        SSDKitError: a bad argument, or ``out_dir`` is not empty and ``overwrite`` is False (an existing dataset
+            is never overwritten silently).
     """
-    if format not in ("voc", "coco"):
-        raise ValueError(f"format: expected 'voc' or 'coco', got {format!r}")
+    from ssdkit.data.writers import write_dataset
+
     if not 0 <= val_fraction <= 1:
-        raise ValueError(f"val_fraction: must be in [0, 1], got {val_fraction!r}")
+        raise SSDKitError(f"val_fraction: must be in [0, 1], got {val_fraction!r}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SSDKitError(f"out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SSDKitError(f"out: {out} is not empty; choose a new folder or pass overwrite (--overwrite) to "
+                          "write over it")
     ds = ShapesDataset(count, seed=seed, image_size=image_size, **dataset_kwargs)
     n_val = round(count * val_fraction)
-    split_of = ["train"] * (count - n_val) + ["val"] * n_val
-    image_dir = out / ("JPEGImages" if format == "voc" else "images")
-    image_dir.mkdir(parents=True, exist_ok=True)
-
-    indices = range(count)
+    wrap = None
     if progress if progress is not None else count > 50:
         from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc=f"writing shapes ({format})", unit="img")
+        def wrap(it):
+            return tqdm(it, desc=f"writing shapes ({format})", unit="img")
 
-    coco: dict[str, dict] = {
-        s: {"images": [], "annotations": [], "categories": []} for s in ("train", "val") if format == "coco"
-    }
-    ann_id = 0
-    for i in indices:
-        sample = ds.sample(i)
-        filename = f"{sample.image_id}.jpg"
-        atomic_write_bytes(image_dir / filename, _encode_jpeg(ds._render(i), quality))
-        if format == "voc":
-            atomic_write_text(out / "Annotations" / f"{sample.image_id}.xml", _voc_xml(sample, filename))
-            continue
-        part = coco[split_of[i]]
-        part["images"].append({"id": i, "file_name": filename, "width": sample.width, "height": sample.height})
-        for box, label in zip(sample.boxes.tolist(), sample.labels.tolist()):
-            ann_id += 1
-            x0, y0, x1, y1 = box
-            part["annotations"].append(
-                {
-                    "id": ann_id,
-                    "image_id": i,
-                    "category_id": label + 1,  # COCO category ids start at 1
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                }
-            )
-
-    if format == "voc":
-        ids = {s: [f"{i:06d}" for i in range(count) if split_of[i] == s] for s in ("train", "val")}
-        ids["trainval"] = ids["train"] + ids["val"]
-        for split, names in ids.items():
-            atomic_write_text(out / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{n}\n" for n in names))
-    else:
-        categories = [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(ds.class_names)]
-        for split, part in coco.items():
-            part["categories"] = categories
-            part["info"] = {"description": f"ssdkit shapes (seed {seed})", "version": "1.0"}
-            atomic_write_text(out / "annotations" / f"instances_{split}.json", json.dumps(part))
-    return out
+    return write_dataset(ds, out, format, ["train"] * (count - n_val) + ["val"] * n_val, quality=quality,
+                         progress=wrap, description=f"ssdkit shapes (seed {seed})")

@@ -66,7 +66,7 @@ def demo_config(out_dir: str | Path = "ssdkit-demo", quick: bool = False) -> Con
 def run_demo(out_dir: str | Path = "ssdkit-demo", quick: bool = False, progress: bool = True,
              num_drawn: int = 8) -> dict:
     """Train, evaluate and draw on the shapes set. Returns a summary (mAP, time, paths)."""
-    from ssdkit.engine.data import build_source
+    from ssdkit.data.sources import build_source
     from ssdkit.inference import Detector
     from ssdkit.viz import draw_detections, save_image
 

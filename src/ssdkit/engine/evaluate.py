@@ -24,7 +24,7 @@ from ssdkit.errors import DataError, SSDKitError
 from ssdkit.inference import Detector
 from ssdkit.runtime import resolve_device
 
-__all__ = ["create_evaluator", "evaluate_model", "evaluate_checkpoint"]
+__all__ = ["create_evaluator", "evaluate", "evaluate_model", "evaluate_checkpoint", "format_metrics"]
 
 logger = logging.getLogger("ssdkit.evaluate")
 
@@ -160,7 +160,7 @@ def evaluate_checkpoint(
     from ssdkit.checkpoint import model_from_checkpoint
     from ssdkit.data.loader import DetectionDataset, make_loader
     from ssdkit.data.preprocess import SSDEvalTransform
-    from ssdkit.engine.data import build_source
+    from ssdkit.data.sources import build_source
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SSDKitError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
@@ -168,7 +168,7 @@ def evaluate_checkpoint(
     model, cfg, class_names = model_from_checkpoint(checkpoint, dev)
     if data == SHAPES and split is None:
         split = "val"
-    source = build_source(data, cfg.data, split, format=format, classes=None if data == SHAPES else class_names)
+    source = build_source(data, cfg.data, split, format=format, classes=class_names)
     if tuple(source.class_names) != tuple(class_names):
         raise DataError(
             f"{data}: classes {list(source.class_names)} differ from the checkpoint's {list(class_names)}"
@@ -182,3 +182,77 @@ def evaluate_checkpoint(
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
     return result
+
+
+def evaluate(
+    checkpoint: str | os.PathLike | None = None,
+    data: str | None = None,
+    gt: str | os.PathLike | None = None,
+    detections: str | os.PathLike | None = None,
+    metric: str = "voc07",
+    split: str | None = None,
+    format: str | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    plot_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """``ssdkit evaluate``: mAP of a checkpoint on a dataset (``checkpoint`` + ``data``), or of any detector's
+    COCO results file against a COCO ground truth (``gt`` + ``detections``); PR curves into ``plot_dir``.
+
+    Returns:
+        The metric dict (:func:`evaluate_checkpoint`, or :func:`ssdkit.metrics.evaluate_coco_files` /
+        :func:`~ssdkit.metrics.evaluate_voc_files`), with ``"metric"`` and, with ``plot_dir`` and a VOC metric,
+        ``"pr_curves"`` (the PNG's path).
+
+    Raises:
+        SSDKitError: a wrong combination of arguments; DataError / CheckpointError from the inputs.
+    """
+    from ssdkit.choices import METRICS
+
+    if metric not in METRICS:
+        raise SSDKitError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+    if gt is not None or detections is not None:
+        if gt is None or detections is None:
+            raise SSDKitError("evaluate: --gt and --detections go together")
+        if checkpoint is not None or data is not None:
+            raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections, not both")
+        from ssdkit.metrics import evaluate_coco_files, evaluate_voc_files
+
+        if metric == "coco":
+            result = evaluate_coco_files(gt, detections)
+        else:
+            result = evaluate_voc_files(gt, detections, use_07_metric=metric == "voc07")
+        result["metric"] = metric
+    else:
+        if checkpoint is None or data is None:
+            raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections")
+        result = evaluate_checkpoint(checkpoint, data, split=split, metric=metric, format=format,
+                                     batch_size=batch_size, device=device, progress=progress)
+    if plot_dir is not None and metric != "coco" and "precision" in result:
+        from pathlib import Path
+
+        from ssdkit.viz import plot_pr_curves
+
+        path = Path(plot_dir) / "pr_curves.png"
+        plot_pr_curves(result, path)
+        result["pr_curves"] = str(path)
+    return result
+
+
+def format_metrics(result: dict) -> str:
+    """Human-readable text of an :func:`evaluate` result: the headline numbers, then AP per class."""
+    from ssdkit.metrics import COCO_STAT_NAMES
+
+    lines = []
+    if result.get("metric") == "coco":
+        lines += [f"{k:>6}: {result[k]:.4f}" for k in COCO_STAT_NAMES if k in result]
+    else:
+        lines.append(f"mAP ({result.get('metric', 'voc07')}, IoU 0.5): {result['map']:.4f}")
+    per_class = result.get("ap", {})
+    if per_class:
+        lines += ["", f"{'class':<20} {'AP':>8}"]
+        lines += [f"{name:<20} {ap:>8.4f}" for name, ap in per_class.items()]
+    if "pr_curves" in result:
+        lines.append(f"\nPR curves: {result['pr_curves']}")
+    return "\n".join(lines)
