@@ -12,7 +12,9 @@ from ignite.metrics import Metric
 
 from ssdkit.choices import METRICS
 from ssdkit.errors import SSDKitError
-from ssdkit.metrics import _check_pair, _class_names, evaluate_coco, evaluate_voc
+from ssdkit.metrics import evaluate_coco, evaluate_voc
+from ssdkit.metrics.common import check_pair as _check_pair
+from ssdkit.metrics.common import resolve_class_names as _class_names
 
 __all__ = ["DetectionMAP"]
 

@@ -12,22 +12,20 @@ Conventions:
     - Image root: ``root=`` if given, else the first of ``<json dir>``, ``<json dir>/images``,
       ``<json dir>/../images``, ``<json dir>/../images/<split>``, ``<json dir>/../<split>`` (split = the json
       stem after its last ``_``, e.g. ``train2017``) in which the first images' ``file_name`` exist.
+    - The file is read and validated by :mod:`ssdkit.data.coco_json`, as ``ssdkit evaluate --gt`` reads it: a
+      malformed file (wrong JSON types, NaN, negative sizes, duplicate ids, missing fields) is a ``DataError``
+      naming the field. An annotation whose image or category is not in the file, or an image whose file is
+      missing, is a :class:`Problem` and is skipped. ``annotations`` may be absent (an image-info file).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdkit.data.readers.base import (
-    AnnotatedDataset,
-    drop_duplicate_ids,
-    make_sample,
-    read_image_size,
-    resolve_classes,
-)
+from ssdkit.data.coco_json import load_json, parse_instances
+from ssdkit.data.readers.base import AnnotatedDataset, make_sample, read_image_size, resolve_classes
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
 
@@ -70,29 +68,18 @@ def read_coco(
         root: image directory that ``file_name`` is relative to (default: searched, see module doc).
 
     Raises:
-        DataError: the JSON is malformed (line and column given) or lacks ``images``/``categories``.
+        DataError: the file is unreadable, not JSON (line and column given) or not a valid COCO instances file
+            (the message names the field: ``annotations[3].bbox: expected 4 finite numbers ...``).
     """
     json_path = find_coco_json(Path(path), split)
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{json_path}: malformed JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{json_path}: cannot read ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{json_path}: not a COCO detection file (no 'images' list at the top level)")
-    categories = data.get("categories")
-    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
-        raise DataError(f"{json_path}: 'categories' missing or malformed (need a list of {{'id', 'name'}})")
-    annotations = data.get("annotations") or []
+    coco = parse_instances(load_json(json_path, "COCO annotation"), json_path, file_names=True, annotations=False)
     file = str(json_path)
     problems: list[Problem] = []
 
-    cats = sorted(categories, key=lambda c: c["id"])
+    cats = sorted(coco.categories, key=lambda c: c["id"])
     fixed = resolve_classes(classes)
     if fixed is None:
-        class_names = tuple(str(c.get("name", c["id"])) for c in cats)
+        class_names = tuple(c.get("name", str(c["id"])) for c in cats)
         label_of_cat = {c["id"]: i for i, c in enumerate(cats)}
     else:
         class_names = fixed
@@ -101,57 +88,38 @@ def read_coco(
     label_to_cat = {label: cid for cid, label in label_of_cat.items()}
 
     split_name = json_path.stem.rsplit("_", 1)[-1]
-    image_root = Path(root) if root is not None else _find_image_root(json_path, data["images"], split_name)
+    image_root = Path(root) if root is not None else _find_image_root(json_path, coco.images, split_name)
 
-    per_image: dict = {}
-    images = []
-    for k, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            problems.append(Problem(file, f"images[{k}]", "needs 'id' and 'file_name'; skipped", "parse_error"))
-            continue
-        if img["id"] in per_image:
-            problems.append(Problem(file, f"images[{k}]", f"duplicate image id {img['id']!r}; skipped", "duplicate_id"))
-            continue
-        per_image[img["id"]] = ([], [], [])
-        images.append(img)
-
-    for k, ann in enumerate(annotations):
-        where = f"annotations[{k}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
-        if not isinstance(ann, dict):
-            problems.append(Problem(file, where, "not an object; skipped", "parse_error"))
-            continue
-        image_id = ann.get("image_id")
-        target = per_image.get(image_id) if isinstance(image_id, (int, str)) else None
+    # image ids are unique (validated), so each annotation has at most one image
+    per_image: dict = {img["id"]: ([], [], []) for img in coco.images}
+    cat_ids = {c["id"] for c in cats}
+    for k, ann in enumerate(coco.annotations):
+        where = f"annotations[{k}]" + (f" (id {ann['id']})" if "id" in ann else "")
+        target = per_image.get(ann["image_id"])
         if target is None:
             problems.append(
-                Problem(file, where, f"image_id {ann.get('image_id')!r} is not in 'images'; skipped", "unknown_image")
+                Problem(file, where, f"image_id {ann['image_id']!r} is not in 'images'; skipped", "unknown_image")
             )
             continue
-        cid = ann.get("category_id")
+        cid = ann["category_id"]
         if cid not in label_of_cat:
-            known = any(c["id"] == cid for c in cats)
-            msg = "is not in the class list" if known else "is not in 'categories'"
+            msg = "is not in the class list" if cid in cat_ids else "is not in 'categories'"
             problems.append(Problem(file, where, f"category_id {cid!r} {msg}; skipped", "unknown_class"))
             continue
-        bbox = ann.get("bbox")
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            problems.append(Problem(file, where, f"bbox {bbox!r} is not [x, y, w, h]; skipped", "parse_error"))
-            continue
+        x, y, w, h = ann["bbox"]
         target[0].append([x, y, x + w, y + h])
         target[1].append(label_of_cat[cid])
-        target[2].append(bool(ann.get("iscrowd", 0)))
+        target[2].append(bool(ann["iscrowd"]))
 
     samples = []
-    for img in images:
+    for img in coco.images:
         image_path = image_root / img["file_name"]
         where = f"image {img['id']} ({img['file_name']})"
         if not image_path.is_file():
             problems.append(Problem(file, where, f"image file {image_path} not found; skipped", "missing_image"))
             continue
-        width, height = img.get("width"), img.get("height")
-        if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
+        width, height = img["width"], img["height"]
+        if not (width and height):  # missing, null or 0: read the header
             size = read_image_size(image_path, problems)
             if size is None:
                 continue
@@ -171,7 +139,6 @@ def read_coco(
                 annotation_path=file,
             )
         )
-    samples = drop_duplicate_ids(samples, problems)  # ids 1 and "1" collide as strings
     return AnnotatedDataset(
         class_names,
         samples,
@@ -185,7 +152,8 @@ def read_coco(
     )
 
 
-def _find_image_root(json_path: Path, images: list, split_name: str) -> Path:
+def _find_image_root(json_path: Path, images: list[dict], split_name: str) -> Path:
+    """The first candidate folder (module docstring) holding one of the first 20 images' ``file_name``."""
     jd = json_path.parent
     candidates = [
         jd,
@@ -195,7 +163,7 @@ def _find_image_root(json_path: Path, images: list, split_name: str) -> Path:
         jd.parent / split_name,
         jd / split_name,
     ]
-    names = [img["file_name"] for img in images[:20] if isinstance(img, dict) and "file_name" in img]
+    names = [img["file_name"] for img in images[:20]]
     if not names:
         return candidates[0]
     for c in candidates:

@@ -1,0 +1,127 @@
+"""Metrics of files: a COCO instances file (ground truth) against a COCO results file (any detector's output).
+
+Both files are read and validated by :mod:`ssdkit.data.coco_json`, under the rules the training reader uses; any
+problem raises one :class:`~ssdkit.errors.DataError` line naming the file and the field. Evaluation adds:
+
+- every annotation's image and category is in the ground truth, and so is every result's;
+- the ground truth has at least one annotation. With none every AP is undefined (pycocotools answers -1
+  everywhere, the VOC devkit divides by zero); that is refused with a message, as it is mostly an image-info file
+  (``image_info_test2017.json``) given in place of an instances file.
+
+Annotation ids are renumbered 1..M for pycocotools: they only tell its matches apart, and an id 0 (some exporters
+count from 0) would read as "unmatched" there. Category names are made unique (``"car (3)"``) to key the
+per-class results.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ssdkit.data.coco_json import CocoInstances, load_json, parse_instances, parse_results, require_references
+from ssdkit.errors import DataError
+from ssdkit.metrics.coco import coco_from_dataset, run_cocoeval
+from ssdkit.metrics.voc import evaluate_voc
+
+__all__ = ["evaluate_coco_files", "evaluate_voc_files"]
+
+
+def _load_pair(gt_json: str | os.PathLike, dt_json: str | os.PathLike) -> tuple[CocoInstances, list[dict]]:
+    """The validated ground truth (categories sorted by id, unique names, ids 1..M, areas) and results."""
+    gt = parse_instances(load_json(gt_json, "ground-truth"), gt_json)
+    require_references(gt)
+    if not gt.annotations:
+        raise DataError(
+            f"{gt.path}: annotations: empty, so every AP is undefined (no object to find); give an instances "
+            "file with annotations (an image-info file has none)"
+        )
+    for k, ann in enumerate(gt.annotations):
+        ann["id"] = k + 1
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    gt.categories.sort(key=lambda c: c["id"])
+    names = [c.get("name", str(c["id"])) for c in gt.categories]
+    if len(set(names)) != len(names):
+        names = [f"{n} ({c['id']})" for n, c in zip(names, gt.categories)]
+    for cat, name in zip(gt.categories, names):
+        cat["name"] = name
+    results = parse_results(load_json(dt_json, "detection results"), dt_json, gt)
+    return gt, results
+
+
+def evaluate_coco_files(gt_json: str | os.PathLike, dt_json: str | os.PathLike, verbose: bool = False) -> dict:
+    """COCO bbox metrics of any detector's COCO results file against a COCO instances file (pycocotools).
+
+    Args:
+        gt_json: COCO instances JSON (``images``, ``annotations``, ``categories``).
+        dt_json: COCO results JSON: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
+        verbose: let pycocotools print.
+
+    Returns:
+        The dict of :func:`ssdkit.metrics.evaluate_coco` (per-class keys are the category names).
+
+    Raises:
+        DataError: a file is missing or malformed (module docstring), the ground truth has no annotation, or a
+            result names an image or category the ground truth lacks.
+    """
+    gt, results = _load_pair(gt_json, dt_json)
+    return run_cocoeval(coco_from_dataset(gt.dataset(), verbose), results, verbose)
+
+
+def evaluate_voc_files(
+    gt_json: str | os.PathLike,
+    dt_json: str | os.PathLike,
+    use_07_metric: bool = True,
+    iou_threshold: float = 0.5,
+    pixel_offset: bool = False,
+) -> dict:
+    """VOC metrics (:func:`ssdkit.metrics.evaluate_voc`) of a COCO-format ground-truth / results pair.
+
+    Categories are mapped to 0-based labels in ascending id order (names from the ``name`` field); ``iscrowd``
+    objects count as VOC ``difficult``. ``pixel_offset`` defaults to False because COCO boxes are continuous
+    coordinates; pass True for files converted from VOC's inclusive integer boxes.
+
+    Raises:
+        DataError: as :func:`evaluate_coco_files`.
+    """
+    gt, results = _load_pair(gt_json, dt_json)
+    label_of = {c["id"]: k for k, c in enumerate(gt.categories)}
+    index_of = {img["id"]: i for i, img in enumerate(gt.images)}
+
+    def xyxy(b: list) -> list[float]:
+        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+
+    gboxes: list[list] = [[] for _ in index_of]
+    glabels: list[list] = [[] for _ in index_of]
+    gignore: list[list] = [[] for _ in index_of]
+    for ann in gt.annotations:
+        i = index_of[ann["image_id"]]
+        gboxes[i].append(xyxy(ann["bbox"]))
+        glabels[i].append(label_of[ann["category_id"]])
+        gignore[i].append(bool(ann["iscrowd"]))
+    dboxes: list[list] = [[] for _ in index_of]
+    dlabels: list[list] = [[] for _ in index_of]
+    dscores: list[list] = [[] for _ in index_of]
+    for r in results:
+        i = index_of[r["image_id"]]
+        dboxes[i].append(xyxy(r["bbox"]))
+        dlabels[i].append(label_of[r["category_id"]])
+        dscores[i].append(r["score"])
+    ground_truths = [
+        {
+            "boxes": np.asarray(b, np.float64).reshape(-1, 4),
+            "labels": np.asarray(lab, np.int64),
+            "ignore": np.asarray(ig, bool),
+        }
+        for b, lab, ig in zip(gboxes, glabels, gignore)
+    ]
+    detections = [
+        {
+            "boxes": np.asarray(b, np.float64).reshape(-1, 4),
+            "labels": np.asarray(lab, np.int64),
+            "scores": np.asarray(s, np.float64),
+        }
+        for b, lab, s in zip(dboxes, dlabels, dscores)
+    ]
+    names = [c["name"] for c in gt.categories]
+    return evaluate_voc(detections, ground_truths, len(names), names, iou_threshold, use_07_metric, pixel_offset)
