@@ -134,7 +134,7 @@ def assert_coco_equal(result, stats, per_class):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# broken COCO JSON (here and in tests/readers/test_coco.py)
+# broken COCO JSON (here and in tests/data/readers/test_coco.py)
 
 HUGE = "@an integer of 5000 digits@"  # json.dumps cannot write one: write_json puts it in the text
 DEL = object()  # put() removes the field

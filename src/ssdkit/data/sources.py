@@ -77,9 +77,9 @@ def build_source(
                                  **kwargs)
         except ValueError as e:
             raise DataError(f"shapes: {e} (data.classes / data.shapes_* settings)") from None
-    from ssdkit.data.readers import read_dataset
+    from ssdkit.data.readers import detect_format, read_dataset
 
-    fmt = data_format(format or data_cfg.format)
+    fmt = data_format(format or data_cfg.format) or detect_format(spec)
     names = classes if classes is not None else data_cfg.classes
     if fmt == "vedai":
         names = None  # fixed classes; the reader rejects a list

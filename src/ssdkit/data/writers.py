@@ -7,7 +7,8 @@ Layouts (``split_of[i]`` names image ``i``'s split, e.g. ``train`` / ``val``):
   given (0-based ``xmin, ymin``, exclusive ``xmax, ymax``), which ssdkit's VOC reader reads back unchanged.
 - ``coco``: ``images/<id>.jpg``, ``annotations/instances_<split>.json`` (category ids ``1..K``, ``bbox``
   ``[x, y, w, h]``, image ids ``0..N-1``).
-- ``yolo``: ``images/<split>/<id>.jpg``, ``labels/<split>/<id>.txt`` (``cls cx cy w h`` normalised), ``data.yaml``.
+- ``yolo``: ``images/<split>/<id>.jpg``, ``labels/<split>/<id>.txt`` (``cls cx cy w h`` normalised), ``data.yaml``
+  and ``classes.txt``.
 - ``listfile``: ``images/<id>.jpg`` and ``<split>.txt`` of ``path x1 y1 x2 y2 label ...`` lines (torchcv), plus
   ``classes.txt``.
 
@@ -138,6 +139,7 @@ def write_dataset(
         data = {"path": ".", "names": {k: name for k, name in enumerate(names)}}
         data.update({split: f"images/{split}" for split in splits})
         atomic_write_text(out / "data.yaml", yaml.safe_dump(data, sort_keys=False))
+        atomic_write_text(out / "classes.txt", "".join(f"{name}\n" for name in names))  # for readers of the folder
     else:
         for split in splits:
             atomic_write_text(out / f"{split}.txt", "".join(lines[split]))

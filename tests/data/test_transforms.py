@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssdkit.config import ModelConfig
-from ssdkit.data.preprocess import InputNormalizer, SSDEvalTransform, normalize
 from ssdkit.data.transforms import SSDTrainTransform, _saturation_hue
 
 
@@ -248,41 +246,6 @@ def test_photometric_brightness_contrast_exact():
     out = SSDTrainTransform._distort(img, params)
     ref = ((img.float() + 20).clamp(0, 255) * 1.2).clamp(0, 255).round()
     assert torch.equal(out.float(), ref)
-
-
-def test_eval_transform_exact_scaling():
-    t = SSDEvalTransform(300)
-    img = _image(375, 500)
-    out, boxes, labels, ignore = t(img, BOXES, LABELS)
-    assert out.shape == (3, 300, 300) and out.dtype == torch.uint8
-    assert torch.allclose(boxes, BOXES * torch.tensor([0.6, 0.8, 0.6, 0.8]))
-    assert torch.equal(labels, LABELS) and ignore.tolist() == [False] * 4
-    ref = torch.nn.functional.interpolate(img[None].float(), size=(300, 300), mode="bilinear")[0]
-    assert (out.float() - ref).abs().max() <= 1.0
-
-
-def test_normalize_matches_manual():
-    imgs = torch.randint(0, 256, (2, 3, 8, 9), dtype=torch.uint8)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    ref = (imgs.float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    out = normalize(imgs, mean, std)
-    assert out.dtype == torch.float32 and out.is_contiguous()
-    assert torch.allclose(out, ref, atol=1e-5)
-    bgr = normalize(imgs, mean, std, channel_order="bgr")
-    ref_bgr = (imgs.flip(1).float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    assert torch.allclose(bgr, ref_bgr, atol=1e-5)
-    cl = normalize(imgs, mean, std, memory_format=torch.channels_last)
-    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.allclose(cl, ref, atol=1e-5)
-    cfg = ModelConfig(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channel_order="bgr")
-    assert torch.allclose(InputNormalizer(cfg)(imgs), (imgs.flip(1).float() / 255 - 0.5) / 0.25, atol=1e-5)
-    # the module and the function are the same arithmetic, bit for bit, for uint8 and float 0-255 input
-    assert torch.equal(InputNormalizer(cfg)(imgs), normalize(imgs, cfg.mean, cfg.std, cfg.channel_order))
-    assert torch.equal(InputNormalizer(cfg)(imgs.float()), normalize(imgs, cfg.mean, cfg.std, cfg.channel_order))
-    floats = imgs.float()
-    normalize(floats, mean, std)
-    assert torch.equal(floats, imgs.float())  # the input is never modified in place
-    with pytest.raises(ValueError, match="channel_order"):
-        normalize(imgs, mean, std, channel_order="hsv")
 
 
 def test_bad_inputs_rejected():
