@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from metrics import random_dataset
 from PIL import Image
 
 from ssdkit.errors import SSDKitError
-from ssdkit.metrics import evaluate_voc
-from ssdkit.viz import class_color, draw_detections, plot_anchor_fit, plot_pr_curves, plot_training_curves, save_image
+from ssdkit.metrics import confusion_matrix, evaluate_tide, evaluate_voc, precision_recall_f1
+from ssdkit.viz import (
+    class_color,
+    draw_detections,
+    plot_anchor_fit,
+    plot_confusion_matrix,
+    plot_pr_curves,
+    plot_pr_f1,
+    plot_tide,
+    plot_training_curves,
+    save_image,
+)
 
 
 def no_temp_files(folder):
@@ -84,3 +95,48 @@ def test_plots_are_written(tmp_path):
     assert no_temp_files(tmp_path)
     with pytest.raises(SSDKitError, match="precision"):
         plot_pr_curves({"map": 0.5}, tmp_path / "x.png")
+
+
+def assert_png_drawn(path, min_size=(300, 200)):
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1]
+        arr = np.asarray(im.convert("L"))
+        assert arr.min() < 100 and arr.max() > 200
+        return im.size
+
+
+@pytest.mark.parametrize("num_classes", [1, 5, 80])
+def test_error_plots_are_written(tmp_path, num_classes):
+    dets, gts = random_dataset(0, num_images=40, num_classes=num_classes, integer=False)
+    names = [f"class {k}" for k in range(num_classes)]
+    cm = confusion_matrix(dets, gts, num_classes, score_threshold=0.3, class_names=names)
+    plot_confusion_matrix(cm, tmp_path / "cm.png")
+    size = assert_png_drawn(tmp_path / "cm.png")
+    if num_classes == 80:
+        assert size[0] > 1200 and size[1] > 2 * 1200  # one map above the other, cells of readable size
+    prf = precision_recall_f1(dets, gts, num_classes, class_names=names)
+    plot_pr_f1(prf, tmp_path / "prf.png")
+    assert_png_drawn(tmp_path / "prf.png", (900, 300))
+    plot_tide(evaluate_tide(dets, gts, num_classes), tmp_path / "tide.png")
+    assert_png_drawn(tmp_path / "tide.png", (700, 250))
+    if num_classes == 5:
+        plot_confusion_matrix(cm, tmp_path / "cm.svg")
+        assert (tmp_path / "cm.svg").read_text().lstrip().startswith("<?xml")
+    assert no_temp_files(tmp_path)
+
+
+def test_error_plots_empty_and_bad_input(tmp_path):
+    # nothing detected: no best threshold, NaN rows, TIDE NaNs; the plots still come out
+    gts = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
+    dets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}]
+    plot_confusion_matrix(confusion_matrix(dets, gts, 2), tmp_path / "cm.png")
+    plot_pr_f1(precision_recall_f1(dets, gts, 2), tmp_path / "prf.png")
+    plot_tide(evaluate_tide(dets, gts, 2), tmp_path / "tide.png")
+    for name in ("cm.png", "prf.png", "tide.png"):
+        assert (tmp_path / name).is_file()
+    for plot, key in ((plot_confusion_matrix, "counts"), (plot_pr_f1, "thresholds"), (plot_tide, "dAP")):
+        with pytest.raises(SSDKitError, match=key):
+            plot({"map": 0.5}, tmp_path / "x.png")
+    with pytest.raises(SSDKitError, match="one row per class"):
+        plot_confusion_matrix({"counts": np.zeros((2, 2)), "normalized": np.zeros((2, 2)), "class_names": ["a"]},
+                              tmp_path / "x.png")  # fmt: skip

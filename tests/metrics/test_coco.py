@@ -1,14 +1,19 @@
-"""COCO metrics of in-memory detections against pycocotools reading the same data from files."""
+"""COCO metrics of in-memory detections against pycocotools reading the same data from files; size ranges against
+pycocotools run with the same areaRng; the faster-coco-eval backend against pycocotools."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 
 import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from ssdkit.errors import SSDKitError
-from ssdkit.metrics import detections_to_coco_results, evaluate_coco
+from ssdkit.metrics import COCO_STAT_NAMES, detections_to_coco_results, evaluate_coco, evaluate_coco_files
 
 from . import assert_coco_equal, det, gt, pycocotools_on_files, random_dataset
 
@@ -75,3 +80,91 @@ def test_pycocotools_output_is_silenced(capsys):
     assert capsys.readouterr().out == ""
     evaluate_coco(dets, gts, [f"c{k}" for k in range(5)], verbose=True)
     assert "Average Precision" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# object-size ranges and the faster backend
+
+
+def pycocotools_by_size(gt_file, dt_file, size_ranges):
+    """AP / AR (maxDets 100) of each size range from pycocotools' own summarize(), one run per range: the range is
+    put in the areaRng slots that summarize() reports as small / medium / large."""
+    out = {}
+    for lo, hi in zip(size_ranges, size_ranges[1:]):
+        area = [lo**2, hi**2 if math.isfinite(hi) else 1e5**2]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO(str(gt_file))
+            ev = COCOeval(coco_gt, coco_gt.loadRes(str(dt_file)), "bbox")
+            ev.params.areaRng = [[0, 1e5**2], area, area, area]
+            ev.params.areaRngLbl = ["all", "small", "medium", "large"]
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        n = sum(1 for a in coco_gt.dataset["annotations"] if not a["iscrowd"] and area[0] <= a["area"] <= area[1])
+        out[(lo, hi)] = (ev.stats[3], ev.stats[9], n)
+    return out
+
+
+@pytest.mark.parametrize("size_ranges", [(0, 16, 32, 96, math.inf), (0, 8, 24, 64, 128, 1000)])
+def test_size_ranges_match_pycocotools(tmp_path, size_ranges):
+    dets, gts = random_dataset(2, num_images=30, integer=False)
+    stats, per_class, gt_file, dt_file = pycocotools_on_files(tmp_path, dets, gts, 5)
+    names = [f"c{k}" for k in range(5)]
+    r = evaluate_coco(dets, gts, names, size_ranges=size_ranges)
+    assert_coco_equal(r, stats, per_class)  # the extra area ranges change nothing else
+    r_files = evaluate_coco_files(gt_file, dt_file, size_ranges=size_ranges)
+    ref = pycocotools_by_size(gt_file, dt_file, size_ranges)
+    labels = list(r["by_size"])
+    assert len(labels) == len(size_ranges) - 1 and labels[0] == f"0-{size_ranges[1]}"
+    for label, (ap, ar, n) in zip(labels, ref.values()):
+        for got in (r["by_size"][label], r_files["by_size"][label]):
+            assert got["AP"] == pytest.approx(ap, abs=1e-12), label
+            assert got["AR100"] == pytest.approx(ar, abs=1e-12), label
+            assert got["num_objects"] == n
+    assert sum(v["num_objects"] for v in r["by_size"].values()) >= 1
+    if size_ranges[-1] == math.inf:
+        assert labels == ["0-16", "16-32", "32-96", "96-inf"]
+        # COCO's own ranges are COCO's numbers
+        assert r["by_size"]["32-96"]["AP"] == pytest.approx(r["APm"], abs=1e-12)
+        assert r["by_size"]["96-inf"]["AR100"] == pytest.approx(r["ARl"], abs=1e-12)
+
+
+def test_default_size_ranges_are_coco_small_medium_large():
+    dets, gts = random_dataset(6, num_images=12, integer=False)
+    r = evaluate_coco(dets, gts, [f"c{k}" for k in range(5)])
+    assert list(r["by_size"]) == ["0-32", "32-96", "96-inf"]
+    for label, key in zip(r["by_size"], ("s", "m", "l")):
+        assert r["by_size"][label]["AP"] == pytest.approx(r[f"AP{key}"], abs=1e-12)
+        assert r["by_size"][label]["AR100"] == pytest.approx(r[f"AR{key}"], abs=1e-12)
+    for bad in ([0], [0, 32, 16], [-1, 10], ["a", "b"], [0, float("nan")]):
+        with pytest.raises(SSDKitError, match="size_ranges"):
+            evaluate_coco(dets, gts, [f"c{k}" for k in range(5)], size_ranges=bad)
+    with pytest.raises(SSDKitError, match="backend"):
+        evaluate_coco(dets, gts, [f"c{k}" for k in range(5)], backend="fast")
+
+
+@pytest.mark.parametrize("seed", [0, 8])
+def test_faster_backend_equals_pycocotools(tmp_path, seed):
+    pytest.importorskip("faster_coco_eval")
+    dets, gts = random_dataset(seed, num_images=30, integer=False, empty_class=3)
+    names = [f"c{k}" for k in range(5)]
+    ranges = (0, 16, 32, 96, math.inf)
+    ref = evaluate_coco(dets, gts, names, size_ranges=ranges)
+    got = evaluate_coco(dets, gts, names, size_ranges=ranges, backend="faster")
+    for k in COCO_STAT_NAMES:
+        assert got[k] == pytest.approx(ref[k], abs=1e-6), k
+    for key in ("ap", "ap50"):
+        for name in names:
+            if math.isnan(ref[key][name]):
+                assert math.isnan(got[key][name])
+            else:
+                assert got[key][name] == pytest.approx(ref[key][name], abs=1e-6), (key, name)
+    for label, v in ref["by_size"].items():
+        for k in ("AP", "AP50", "AP75", "AR100", "num_objects"):
+            assert got["by_size"][label][k] == pytest.approx(v[k], abs=1e-6), (label, k)
+    stats, per_class, gt_file, dt_file = pycocotools_on_files(tmp_path, dets, gts, 5)
+    assert_coco_equal(evaluate_coco_files(gt_file, dt_file, backend="faster"), stats, per_class)
+    # no detections at all
+    empty = [det([], [], []) for _ in gts]
+    a, b = evaluate_coco(empty, gts, names), evaluate_coco(empty, gts, names, backend="faster")
+    assert [a[k] for k in COCO_STAT_NAMES] == pytest.approx([b[k] for k in COCO_STAT_NAMES], abs=1e-6)

@@ -1,5 +1,7 @@
 """Metrics of files: a COCO instances file (ground truth) against a COCO results file (any detector's output).
 
+COCO AP (pycocotools), VOC AP and the TIDE error breakdown of the same validated pair.
+
 Both files are read and validated by :mod:`ssdkit.data.coco_json`, under the rules the training reader uses; any
 problem raises one :class:`~ssdkit.errors.DataError` line naming the file and the field. Evaluation adds:
 
@@ -16,15 +18,17 @@ per-class results.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from ssdkit.data.coco_json import CocoInstances, load_json, parse_instances, parse_results, require_references
 from ssdkit.errors import DataError
-from ssdkit.metrics.coco import coco_from_dataset, run_cocoeval
+from ssdkit.metrics.coco import COCO_SIZE_RANGES, coco_from_dataset, run_cocoeval
+from ssdkit.metrics.tide import tide_from_xywh
 from ssdkit.metrics.voc import evaluate_voc
 
-__all__ = ["evaluate_coco_files", "evaluate_voc_files"]
+__all__ = ["evaluate_coco_files", "evaluate_voc_files", "evaluate_tide_files"]
 
 
 def _load_pair(gt_json: str | os.PathLike, dt_json: str | os.PathLike) -> tuple[CocoInstances, list[dict]]:
@@ -49,13 +53,21 @@ def _load_pair(gt_json: str | os.PathLike, dt_json: str | os.PathLike) -> tuple[
     return gt, results
 
 
-def evaluate_coco_files(gt_json: str | os.PathLike, dt_json: str | os.PathLike, verbose: bool = False) -> dict:
+def evaluate_coco_files(
+    gt_json: str | os.PathLike,
+    dt_json: str | os.PathLike,
+    verbose: bool = False,
+    size_ranges: Sequence[float] = COCO_SIZE_RANGES,
+    backend: str = "pycocotools",
+) -> dict:
     """COCO bbox metrics of any detector's COCO results file against a COCO instances file (pycocotools).
 
     Args:
         gt_json: COCO instances JSON (``images``, ``annotations``, ``categories``).
         dt_json: COCO results JSON: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
         verbose: let pycocotools print.
+        size_ranges: object-size bounds of ``"by_size"`` (see :func:`ssdkit.metrics.evaluate_coco`).
+        backend: ``"pycocotools"`` or ``"faster"`` (see :func:`ssdkit.metrics.evaluate_coco`).
 
     Returns:
         The dict of :func:`ssdkit.metrics.evaluate_coco` (per-class keys are the category names).
@@ -65,7 +77,29 @@ def evaluate_coco_files(gt_json: str | os.PathLike, dt_json: str | os.PathLike, 
             result names an image or category the ground truth lacks.
     """
     gt, results = _load_pair(gt_json, dt_json)
-    return run_cocoeval(coco_from_dataset(gt.dataset(), verbose), results, verbose)
+    return run_cocoeval(coco_from_dataset(gt.dataset(), verbose), results, verbose, size_ranges, backend)
+
+
+def _per_image(gt: CocoInstances, results: list[dict]) -> list[tuple[np.ndarray, ...]]:
+    """Per image of ``gt`` (file order): ``(gt_xywh [M, 4] float64, gt_category [M] int64, gt_crowd [M] bool,
+    dt_xywh [K, 4] float64, dt_category [K] int64, dt_score [K] float64)``, boxes as the files give them."""
+    index_of = {img["id"]: i for i, img in enumerate(gt.images)}
+    rows: list[tuple[list, ...]] = [([], [], [], [], [], []) for _ in index_of]
+    for ann in gt.annotations:
+        row = rows[index_of[ann["image_id"]]]
+        row[0].append(ann["bbox"])
+        row[1].append(ann["category_id"])
+        row[2].append(bool(ann["iscrowd"]))
+    for r in results:
+        row = rows[index_of[r["image_id"]]]
+        row[3].append(r["bbox"])
+        row[4].append(r["category_id"])
+        row[5].append(r["score"])
+    return [
+        (np.asarray(gb, np.float64).reshape(-1, 4), np.asarray(gc, np.int64), np.asarray(crowd, bool),
+         np.asarray(db, np.float64).reshape(-1, 4), np.asarray(dc, np.int64), np.asarray(ds, np.float64))
+        for gb, gc, crowd, db, dc, ds in rows
+    ]  # fmt: skip
 
 
 def evaluate_voc_files(
@@ -85,43 +119,36 @@ def evaluate_voc_files(
         DataError: as :func:`evaluate_coco_files`.
     """
     gt, results = _load_pair(gt_json, dt_json)
-    label_of = {c["id"]: k for k, c in enumerate(gt.categories)}
-    index_of = {img["id"]: i for i, img in enumerate(gt.images)}
+    label = {c["id"]: k for k, c in enumerate(gt.categories)}
 
-    def xyxy(b: list) -> list[float]:
-        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+    def label_of(category_ids: np.ndarray) -> np.ndarray:
+        return np.asarray([label[c] for c in category_ids.tolist()], np.int64)
 
-    gboxes: list[list] = [[] for _ in index_of]
-    glabels: list[list] = [[] for _ in index_of]
-    gignore: list[list] = [[] for _ in index_of]
-    for ann in gt.annotations:
-        i = index_of[ann["image_id"]]
-        gboxes[i].append(xyxy(ann["bbox"]))
-        glabels[i].append(label_of[ann["category_id"]])
-        gignore[i].append(bool(ann["iscrowd"]))
-    dboxes: list[list] = [[] for _ in index_of]
-    dlabels: list[list] = [[] for _ in index_of]
-    dscores: list[list] = [[] for _ in index_of]
-    for r in results:
-        i = index_of[r["image_id"]]
-        dboxes[i].append(xyxy(r["bbox"]))
-        dlabels[i].append(label_of[r["category_id"]])
-        dscores[i].append(r["score"])
-    ground_truths = [
-        {
-            "boxes": np.asarray(b, np.float64).reshape(-1, 4),
-            "labels": np.asarray(lab, np.int64),
-            "ignore": np.asarray(ig, bool),
-        }
-        for b, lab, ig in zip(gboxes, glabels, gignore)
-    ]
-    detections = [
-        {
-            "boxes": np.asarray(b, np.float64).reshape(-1, 4),
-            "labels": np.asarray(lab, np.int64),
-            "scores": np.asarray(s, np.float64),
-        }
-        for b, lab, s in zip(dboxes, dlabels, dscores)
-    ]
+    def xyxy(b: np.ndarray) -> np.ndarray:
+        return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+
+    ground_truths, detections = [], []
+    for gb, gc, crowd, db, dc, ds in _per_image(gt, results):
+        ground_truths.append({"boxes": xyxy(gb), "labels": label_of(gc), "ignore": crowd})
+        detections.append({"boxes": xyxy(db), "labels": label_of(dc), "scores": ds})
     names = [c["name"] for c in gt.categories]
     return evaluate_voc(detections, ground_truths, len(names), names, iou_threshold, use_07_metric, pixel_offset)
+
+
+def evaluate_tide_files(
+    gt_json: str | os.PathLike,
+    dt_json: str | os.PathLike,
+    pos_threshold: float = 0.5,
+    background_threshold: float = 0.1,
+    max_dets: int = 100,
+) -> dict:
+    """TIDE's error breakdown (:func:`ssdkit.metrics.evaluate_tide`) of a COCO ground-truth / results pair.
+
+    Boxes and category ids are used as the files give them (``iscrowd`` objects are TIDE's ignore regions), so the
+    numbers are those of ``tidecv``'s ``datasets.COCO`` / ``datasets.COCOResult`` on the same files.
+
+    Raises:
+        DataError: as :func:`evaluate_coco_files`.
+    """
+    gt, results = _load_pair(gt_json, dt_json)
+    return tide_from_xywh(_per_image(gt, results), pos_threshold, background_threshold, max_dets)
