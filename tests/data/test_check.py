@@ -128,7 +128,9 @@ def test_check_decode_catches_truncated_image(tmp_path):
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])  # header intact, pixels cut
     ds = AnnotatedDataset(NAMES, [sample("t", [], [], path=p, size=(128, 128))], [], root=tmp_path, format="voc")
-    assert check_dataset(ds, decode=False).problems == []
+    # found from the missing end-of-image marker without decoding, and by the decode itself
+    assert [(p.kind, p.message) for p in check_dataset(ds, decode=False).problems] == [
+        ("unreadable", "cannot read image (truncated JPEG: no end-of-image marker)")]
     assert [p.kind for p in check_dataset(ds, decode=True).problems] == ["unreadable"]
 
 

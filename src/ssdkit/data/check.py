@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ssdkit.data.image import image_size, load_image
+from ssdkit.data.image import check_complete, image_size, load_image
 from ssdkit.data.readers.base import error_reason
 from ssdkit.data.sample import DetectionSource, Problem, Sample
 from ssdkit.errors import DataError
@@ -291,6 +291,7 @@ def _verify_image(s: Sample, decode: bool) -> list[Problem]:
             w, h = img.shape[2], img.shape[1]
         else:
             w, h = image_size(s.image_path)
+            check_complete(s.image_path)
     except DataError as e:
         reason = error_reason(e, s.image_path)
         return [Problem(str(s.image_path), f"image {s.image_id}", reason, "unreadable")]

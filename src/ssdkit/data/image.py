@@ -17,10 +17,16 @@ saved as ``.jpg`` all work):
 
 Alpha is dropped, not composited (both decoders do this). Unreadable files raise
 :class:`ssdkit.errors.DataError` naming the file.
+
+Decompression bombs: a small file can declare a huge image (a 656 KB PNG of 6.6 GB of pixels). Every decode
+first reads the size from the header and refuses images over twice Pillow's ``Image.MAX_IMAGE_PIXELS`` (the
+limit where Pillow itself raises ``DecompressionBombError``, ~179 megapixels by default; raise Pillow's limit to
+read larger images), whichever decoder runs.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -36,7 +42,7 @@ try:
 except ImportError:  # torchvision >= 0.29 deprecates its decoders; Pillow alone still handles every case
     decode_image = None
 
-__all__ = ["load_image", "image_size", "IMAGE_EXTENSIONS"]
+__all__ = ["load_image", "image_size", "check_complete", "IMAGE_EXTENSIONS"]
 
 #: File extensions readers look for when an annotation only gives a stem (lower-case; matched case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -70,9 +76,31 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
     if not data:
         raise DataError(f"{path}: cannot read image (empty file)")
+    _check_pixels(path, *_header_size(path, io.BytesIO(data)))
     if decode_image is not None and (data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC)):
         return _decode_torchvision(path, data)
     return _decode_pil(path)
+
+
+def _header_size(path: str, source) -> tuple[int, int]:  # noqa: ANN001 - a path or a file object
+    """(width, height) as stored (before EXIF rotation), from the header only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise DataError(f"{path}: cannot read image ({reason})") from None
+
+
+def _check_pixels(path: str, width: int, height: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > 2 * limit:
+        raise DataError(f"{path}: cannot read image ({width}x{height} = {width * height} pixels is over the "
+                        f"decompression-bomb limit of {2 * limit}; raise PIL.Image.MAX_IMAGE_PIXELS to read it)")
 
 
 def _decode_torchvision(path: str, data: bytes) -> torch.Tensor:
@@ -124,15 +152,35 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = _exif_orientation(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = _exif_orientation(im)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise DataError(f"{path}: cannot read image ({reason})") from None
+    _check_pixels(path, width, height)
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return width, height
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` when a JPEG or PNG file is cut short (no end-of-image marker / ``IEND`` chunk in
+    its last bytes): a truncated upload decodes to a partly grey image without complaint from some decoders."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
+    if head.startswith(_JPEG_MAGIC) and b"\xff\xd9" not in tail:
+        raise DataError(f"{path}: cannot read image (truncated JPEG: no end-of-image marker)")
+    if head.startswith(_PNG_MAGIC) and b"IEND" not in tail:
+        raise DataError(f"{path}: cannot read image (truncated PNG: no IEND chunk)")
 
 
 def _exif_orientation(im: Image.Image) -> int:

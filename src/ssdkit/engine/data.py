@@ -134,7 +134,13 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
     batch = t.batch_size // (world if distributed else 1)
 
     raw_train = build_source(d.train, d, d.train_split)
+    reader_problems = list(getattr(raw_train, "problems", ()))
+    if d.strict and reader_problems:
+        raise DataError(f"data.strict: {len(reader_problems)} problem(s) in the training data {d.train!r} (first: "
+                        f"{reader_problems[0]}); fix them or set data.strict=false to skip what cannot be read")
     train_source = SanitizedSource(raw_train, strict=d.strict)
+    if d.strict:
+        train_source.scan()  # the box policy's fixes are errors too: fail now, not mid-epoch
     class_names = tuple(train_source.class_names)
     if cfg.model.num_classes != len(class_names) + 1:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,8 +13,12 @@ import torch
 from ssdkit.data.image import IMAGE_EXTENSIONS, image_size, load_image
 from ssdkit.data.sample import Problem, Sample
 from ssdkit.errors import DataError
+from ssdkit.safeio import read_text
 
 __all__ = [
+    "MAX_CLASS_ID",
+    "parse_class_id",
+    "parse_numbers",
     "AnnotatedDataset",
     "resolve_classes",
     "make_sample",
@@ -100,11 +105,37 @@ def resolve_classes(classes: Sequence[str] | str | os.PathLike | None) -> tuple[
 
 def read_names_file(path: Path) -> tuple[str, ...]:
     """Class names from a text file, one per line (``classes.txt``, ``obj.names``, ``labels.txt``)."""
+    lines = read_text(path, "class names file", DataError).splitlines()
+    names = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+    if len(names) > MAX_CLASS_ID + 1:
+        raise DataError(f"{path}: {len(names)} class names; at most {MAX_CLASS_ID + 1} are supported")
+    return names
+
+
+#: Largest class id a label file may use: a typo like ``1e8`` must not size a class list of 10^8 names.
+MAX_CLASS_ID = 9999
+
+
+def parse_numbers(parts: Sequence[str]) -> list[float] | None:
+    """The tokens as finite floats, or None when one is not a number or not finite (NaN, inf)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read class names ({e})") from None
-    return tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+        vals = [float(v) for v in parts]
+    except ValueError:
+        return None
+    return vals if all(math.isfinite(v) for v in vals) else None
+
+
+def parse_class_id(token: str) -> int | str:
+    """A label file's class id token -> the id, or the reason it is not one (an integer in 0..MAX_CLASS_ID)."""
+    try:
+        value = float(token)
+    except ValueError:
+        return f"class id {token!r} is not a number"
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        return f"class id {token!r} is not a non-negative integer"
+    if value > MAX_CLASS_ID:
+        return f"class id {token!r} is larger than {MAX_CLASS_ID}"
+    return int(value)
 
 
 def make_sample(

@@ -20,11 +20,14 @@ from ssdkit.data.readers.base import (
     AnnotatedDataset,
     drop_duplicate_ids,
     make_sample,
+    parse_class_id,
+    parse_numbers,
     read_image_size,
     resolve_classes,
 )
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
+from ssdkit.safeio import read_text
 
 __all__ = ["read_listfile", "looks_like_listfile"]
 
@@ -57,10 +60,7 @@ def read_listfile(
         root: folder the image paths are relative to (default: the list file's folder).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read list file ({e})") from None
+    lines = read_text(path, "list file", DataError).splitlines()
     image_root = Path(root) if root is not None else path.parent
     file = str(path)
     problems: list[Problem] = []
@@ -81,15 +81,16 @@ def read_listfile(
                 )
             )
             continue
-        try:
-            vals = [float(v) for v in nums]
-        except ValueError:
-            problems.append(Problem(file, where, "non-numeric box or label; line skipped", "parse_error"))
+        boxes = parse_numbers([v for i, v in enumerate(nums) if i % 5 != 4])
+        ids = [parse_class_id(v) for v in nums[4::5]]
+        if boxes is None:
+            problems.append(Problem(file, where, "non-numeric or non-finite box value; line skipped", "parse_error"))
             continue
-        objs = [vals[i : i + 5] for i in range(0, len(vals), 5)]
-        if any(o[4] != int(o[4]) or o[4] < 0 for o in objs):
-            problems.append(Problem(file, where, "labels must be non-negative integers; line skipped", "parse_error"))
+        bad = next((r for r in ids if isinstance(r, str)), None)
+        if bad is not None:
+            problems.append(Problem(file, where, f"{bad.replace('class id', 'label')}; line skipped", "parse_error"))
             continue
+        objs = [[*boxes[4 * i:4 * i + 4], ids[i]] for i in range(len(ids))]
         image_path = image_root / rel
         if not image_path.is_file():
             problems.append(Problem(file, where, f"image {image_path} not found; skipped", "missing_image"))

@@ -30,9 +30,17 @@ import os
 import re
 from pathlib import Path
 
-from ssdkit.data.readers.base import AnnotatedDataset, drop_duplicate_ids, make_sample, read_image_size
+from ssdkit.data.readers.base import (
+    AnnotatedDataset,
+    drop_duplicate_ids,
+    make_sample,
+    parse_class_id,
+    parse_numbers,
+    read_image_size,
+)
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
+from ssdkit.safeio import read_text
 
 __all__ = ["VEDAI_CLASS_IDS", "VEDAI_CLASSES", "read_vedai", "is_vedai_dir"]
 
@@ -81,10 +89,12 @@ def read_vedai(
     per_image = [p for p in ann_dir.glob("*.txt") if _ID_RE.match(p.stem)]
     if per_image:
         for p in per_image:
-            objects[p.stem] = _parse_lines(p, p.read_text(encoding="utf-8").splitlines(), False, problems)
+            objects[p.stem] = _parse_lines(p, read_text(p, "annotation file", DataError).splitlines(), False,
+                                           problems)
             sources[p.stem] = str(p)
     elif combined.is_file():
-        for image_id, obj in _parse_lines(combined, combined.read_text(encoding="utf-8").splitlines(), True, problems):
+        lines = read_text(combined, "annotation file", DataError).splitlines()
+        for image_id, obj in _parse_lines(combined, lines, True, problems):
             objects.setdefault(image_id, []).append(obj)
             sources[image_id] = str(combined)
 
@@ -97,7 +107,8 @@ def read_vedai(
             folds = sorted(p.stem for p in ann_dir.glob("fold*.txt"))
             raise DataError(f"{split_file}: split file not found (available: {', '.join(folds) or 'none'})")
         ids = [
-            _norm_id(line.split()[0]) for line in split_file.read_text(encoding="utf-8").splitlines() if line.split()
+            _norm_id(line.split()[0]) for line in read_text(split_file, "split file", DataError).splitlines()
+            if line.split()
         ]
 
     samples = []
@@ -178,11 +189,12 @@ def _parse_lines(path: Path, lines: list[str], with_id: bool, problems: list[Pro
         image_id = None
         if with_id:
             image_id, parts = _norm_id(parts[0]), parts[1:]
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            problems.append(Problem(str(path), where, "non-numeric value; skipped", "parse_error"))
+        vals = parse_numbers(parts)
+        cid = parse_class_id(parts[3])
+        if vals is None or isinstance(cid, str):
+            reason = cid if isinstance(cid, str) else "non-numeric or non-finite value"
+            problems.append(Problem(str(path), where, f"{reason}; skipped", "parse_error"))
             continue
-        obj = (line_no, int(vals[3]), vals[6:10], vals[10:14], bool(vals[4]), bool(vals[5]))
+        obj = (line_no, cid, vals[6:10], vals[10:14], bool(vals[4]), bool(vals[5]))
         out.append((image_id, obj) if with_id else obj)
     return out

@@ -40,6 +40,7 @@ from ssdkit.data.readers.base import (
 )
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
+from ssdkit.safeio import read_text
 
 __all__ = ["VOC_CLASSES", "read_voc", "parse_voc_xml", "is_voc_dir", "is_vocdevkit_dir"]
 
@@ -176,7 +177,8 @@ def read_voc(
             split_file = year_dir / "ImageSets" / "Main" / f"{split}.txt"
             if not split_file.is_file():
                 raise DataError(f"{split_file}: split file not found ({_available_splits(year_dir)})")
-            ids = [line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.split()]
+            lines = read_text(split_file, "split file", DataError).splitlines()
+            ids = [line.split()[0] for line in lines if line.split()]
         index = ImageIndex([year_dir / "JPEGImages", year_dir / "images", ann_dir])
         for image_id in ids:
             xml_path = ann_dir / f"{image_id}.xml"

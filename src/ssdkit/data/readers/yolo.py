@@ -25,19 +25,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from ssdkit.data.image import IMAGE_EXTENSIONS
 from ssdkit.data.readers.base import (
+    MAX_CLASS_ID,
     AnnotatedDataset,
     drop_duplicate_ids,
+    error_reason,
     make_sample,
+    parse_class_id,
+    parse_numbers,
     read_image_size,
     read_names_file,
     resolve_classes,
 )
 from ssdkit.data.sample import Problem
 from ssdkit.errors import DataError
+from ssdkit.safeio import load_yaml, read_text
 
 __all__ = ["read_yolo", "label_path_for", "is_yolo_dir"]
 
@@ -151,12 +154,7 @@ def read_yolo(
 
 
 def _from_yaml(yaml_path: Path, split: str | None):
-    try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise DataError(f"{yaml_path}: malformed YAML ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{yaml_path}: cannot read ({e})") from None
+    data = load_yaml(yaml_path, "data YAML", DataError)
     if not isinstance(data, dict):
         raise DataError(f"{yaml_path}: expected a mapping with 'train'/'val' and 'names'")
     root = Path(str(data.get("path") or "."))
@@ -176,12 +174,16 @@ def _from_yaml(yaml_path: Path, split: str | None):
     if names is None:
         class_names = None
     elif isinstance(names, dict):
-        try:
-            ids = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise DataError(f"{yaml_path}: names: keys must be integers, got {list(names)[:5]}") from None
+        ids = {}
+        for k, v in names.items():
+            k_id = parse_class_id(str(k)) if not isinstance(k, bool) else "a boolean"
+            if isinstance(k_id, str):
+                raise DataError(f"{yaml_path}: names: keys must be integers 0..{MAX_CLASS_ID}, got {k!r}")
+            ids[k_id] = str(v)
         class_names = tuple(ids.get(i, f"class{i}") for i in range(max(ids, default=-1) + 1))
     elif isinstance(names, list):
+        if len(names) > MAX_CLASS_ID + 1:
+            raise DataError(f"{yaml_path}: names: {len(names)} names; at most {MAX_CLASS_ID + 1} are supported")
         class_names = tuple(str(n) for n in names)
     else:
         raise DataError(f"{yaml_path}: names: expected a list or a mapping, got {type(names).__name__}")
@@ -197,7 +199,7 @@ def _expand_source(src: Path) -> list[Path]:
         return _list_images(src, recursive=True)
     if src.suffix.lower() == ".txt":
         out = []
-        for line in src.read_text(encoding="utf-8").splitlines():
+        for line in read_text(src, "image list", DataError).splitlines():
             line = line.strip()
             if line:
                 p = Path(line)
@@ -229,9 +231,10 @@ def _image_id(image_path: Path, base: Path | None) -> str:
 def _read_label_file(label_path: Path, problems: list[Problem]) -> list[tuple]:
     """``[(cls, cx, cy, w, h, line_no)]`` normalised; bad lines become problems."""
     try:
-        text = label_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(Problem(str(label_path), "", f"cannot read ({e}); image kept without objects", "parse_error"))
+        text = read_text(label_path, "label file", DataError)
+    except DataError as e:
+        problems.append(Problem(str(label_path), "", f"{error_reason(e, label_path)}; image kept without objects",
+                                "parse_error"))
         return []
     out = []
     for line_no, line in enumerate(text.splitlines(), 1):
@@ -239,23 +242,14 @@ def _read_label_file(label_path: Path, problems: list[Problem]) -> list[tuple]:
         if not parts:
             continue
         where = f"line {line_no}"
-        try:
-            cls_f = float(parts[0])
-            vals = [float(v) for v in parts[1:]]
-        except ValueError:
-            problems.append(
-                Problem(str(label_path), where, f"non-numeric value in {line.strip()!r}; skipped", "parse_error")
-            )
+        cls = parse_class_id(parts[0])
+        if isinstance(cls, str):
+            problems.append(Problem(str(label_path), where, f"{cls}; skipped", "parse_error"))
             continue
-        if cls_f != int(cls_f) or cls_f < 0:
-            problems.append(
-                Problem(
-                    str(label_path),
-                    where,
-                    f"class id {parts[0]!r} is not a non-negative integer; skipped",
-                    "parse_error",
-                )
-            )
+        vals = parse_numbers(parts[1:])
+        if vals is None:
+            problems.append(Problem(str(label_path), where, f"non-numeric or non-finite value in "
+                                    f"{line.strip()[:80]!r}; skipped", "parse_error"))
             continue
         if len(vals) == 4:
             cx, cy, w, h = vals
@@ -272,5 +266,5 @@ def _read_label_file(label_path: Path, problems: list[Problem]) -> list[tuple]:
                 )
             )
             continue
-        out.append((int(cls_f), cx, cy, w, h, line_no))
+        out.append((cls, cx, cy, w, h, line_no))
     return out
