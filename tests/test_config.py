@@ -1,7 +1,11 @@
+import dataclasses
+
 import pytest
 
 from ssdkit.config import (
+    DataConfig,
     ModelConfig,
+    TrainConfig,
     apply_overrides,
     config_from_dict,
     feature_map_sizes,
@@ -78,3 +82,77 @@ def test_unknown_override():
         apply_overrides(cfg, ["nope=1"])
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides(cfg, ["nope"])
+
+
+@pytest.mark.parametrize(
+    "train, match",
+    [
+        ({"schedule": "linear"}, r"train\.schedule: expected one of multistep, cosine, constant, got 'linear'"),
+        ({"optimizer": "adam"}, r"train\.optimizer: expected one of sgd, adamw"),
+        ({"amp": "fp8"}, r"train\.amp: expected one of none, bf16, fp16"),
+        ({"eval_metric": "map"}, r"train\.eval_metric: expected one of voc07, voc, coco"),
+        ({"device": "tpu"}, r"train\.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ({"batch_size": 0}, r"train\.batch_size: must be >= 1, got 0"),
+        ({"eval_batch_size": 0}, r"train\.eval_batch_size"),
+        ({"max_iterations": 0}, r"train\.max_iterations: must be >= 1 \(or null"),
+        ({"epochs": 0}, r"train\.epochs"),
+        ({"lr": 0}, r"train\.lr: must be a positive number"),
+        ({"lr": float("inf")}, r"train\.lr"),
+        ({"momentum": -0.1}, r"train\.momentum: must be >= 0"),
+        ({"weight_decay": -1}, r"train\.weight_decay: must be >= 0"),
+        ({"milestones": [10, 5]}, r"train\.milestones: must be increasing positive iterations, got \[10, 5\]"),
+        ({"milestones": [0]}, r"train\.milestones"),
+        ({"gamma": 0}, r"train\.gamma: must be in \(0, 1\]"),
+        ({"warmup_iterations": -1}, r"train\.warmup_iterations"),
+        ({"warmup_factor": 1.5}, r"train\.warmup_factor"),
+        ({"grad_clip": 0}, r"train\.grad_clip: must be positive \(or null\)"),
+        ({"neg_pos_ratio": -1}, r"train\.neg_pos_ratio"),
+        ({"keep_checkpoints": 0}, r"train\.keep_checkpoints: must be >= 1"),
+        ({"checkpoint_every": -1}, r"train\.checkpoint_every: must be >= 0 \(0 = at epoch ends only\)"),
+        ({"eval_every": -1}, r"train\.eval_every"),
+        ({"log_every": 0}, r"train\.log_every"),
+    ],
+)
+def test_train_config_validates_itself(train, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({"train": train})
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**train)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"num_workers": -1}, r"data\.num_workers: must be >= 0, got -1"),
+        ({"format": "pascal"}, r"data\.format: expected one of voc, coco, yolo, listfile, vedai, list"),
+        ({"shapes_train_count": -1}, r"data\.shapes_train_count"),
+        ({"shapes_image_size": 8}, r"data\.shapes_image_size: must be >= 16"),
+        ({"shapes_min_size": 0}, r"data\.shapes_min_size"),
+        ({"shapes_min_size": 30, "shapes_max_size": 20}, r"data\.shapes_max_size: must be >= data\.shapes_min_size"),
+        ({"shapes_min_objects": 3, "shapes_max_objects": 2}, r"data\.shapes_min_objects"),
+    ],
+)
+def test_data_config_validates_itself(data, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({"data": data})
+    with pytest.raises(ConfigError, match=match):
+        DataConfig(**data)
+
+
+def test_valid_train_and_data_values_pass_and_normalise():
+    t = TrainConfig(milestones=[5, 9], device="cuda:1", max_iterations=None, grad_clip=None)
+    assert t.milestones == (5, 9) and hash(t)
+    d = DataConfig(format="list", classes=["a", "b"])
+    assert d.classes == ("a", "b") and hash(d)
+    assert dataclasses.replace(t, lr=0.5).lr == 0.5
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        dataclasses.replace(t, lr=-1.0)
+
+
+def test_file_functions_are_reexported_from_config():
+    import ssdkit.config as config
+    import ssdkit.configfile as configfile
+
+    for name in ("load_config", "save_config", "apply_overrides", "config_from_dict", "config_to_dict",
+                 "model_config_from_arg"):
+        assert getattr(config, name) is getattr(configfile, name), name

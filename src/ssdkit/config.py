@@ -1,25 +1,46 @@
-"""Typed configs: model, data, train. YAML load/save and ``key=value`` overrides.
+"""Typed configs: model, data, train, each validating itself on construction.
 
 One :class:`ModelConfig` drives the network, the default boxes and the box coder: no architecture
 parameter is written in two places. Configs are frozen dataclasses; every value is validated on
 construction and errors name the key (``model.box_sizes: expected 7 values (levels + 1), got 6``).
+YAML load/save and ``key=value`` overrides live in :mod:`ssdkit.configfile` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import typing
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
 from ssdkit.arch import feature_map_sizes as arch_feature_map_sizes
-from ssdkit.choices import ARCHS
+from ssdkit.choices import (
+    AMP_MODES,
+    ARCHS,
+    CHANNEL_ORDERS,
+    DATA_FORMAT_CHOICES,
+    DEVICES,
+    METRICS,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 from ssdkit.errors import ConfigError
-from ssdkit.utils import atomic_write_text
+
+__all__ = [
+    "ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "feature_map_sizes", "ssd300_config",
+    "ssd512_config", "small_objects_config", "replace_model",
+    # from ssdkit.configfile
+    "config_from_dict", "config_to_dict", "apply_overrides", "load_config", "save_config", "model_config_from_arg",
+]
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    """Raise ``ConfigError("{key}: {msg}")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _one_of(value: Any, names: tuple[str, ...], key: str) -> None:
+    _check(value in names, key, f"expected one of {', '.join(names)}, got {value!r}")
 
 
 def feature_map_sizes(arch: str, input_size: int) -> tuple[int, ...]:
@@ -116,7 +137,7 @@ class ModelConfig:
             raise ConfigError(f"model.variances: expected two positive values, got {self.variances}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError(f"model.mean/std: expected 3 values each with std > 0, got {self.mean} / {self.std}")
-        if self.channel_order not in ("rgb", "bgr"):
+        if self.channel_order not in CHANNEL_ORDERS:
             raise ConfigError(f"model.channel_order: expected 'rgb' or 'bgr', got {self.channel_order!r}")
 
 
@@ -168,6 +189,26 @@ class DataConfig:
     num_workers: int = 0
     strict: bool = False
 
+    def __post_init__(self) -> None:
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every value; errors name the key and the bad value (``data.num_workers: must be >= 0, got -1``)."""
+        if self.format is not None:
+            _one_of(self.format, DATA_FORMAT_CHOICES, "data.format")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        for key in ("shapes_train_count", "shapes_val_count"):
+            _check(getattr(self, key) >= 0, f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _check(self.shapes_image_size >= 16, "data.shapes_image_size", f"must be >= 16, got {self.shapes_image_size}")
+        _check(self.shapes_min_size > 0, "data.shapes_min_size", f"must be positive, got {self.shapes_min_size}")
+        _check(self.shapes_max_size is None or self.shapes_max_size >= self.shapes_min_size, "data.shapes_max_size",
+               f"must be >= data.shapes_min_size ({self.shapes_min_size}) or null, got {self.shapes_max_size}")
+        _check(0 <= self.shapes_min_objects <= self.shapes_max_objects, "data.shapes_min_objects",
+               f"need 0 <= shapes_min_objects <= shapes_max_objects, got {self.shapes_min_objects} / "
+               f"{self.shapes_max_objects}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -201,6 +242,41 @@ class TrainConfig:
     pretrained_vgg: str | None = None
     optimizer: str = "sgd"  # sgd | adamw
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every value the trainer interprets; errors name the key and the bad value."""
+        _one_of(self.schedule, SCHEDULES, "train.schedule")
+        _one_of(self.optimizer, OPTIMIZERS, "train.optimizer")
+        _one_of(self.amp, AMP_MODES, "train.amp")
+        _one_of(self.eval_metric, METRICS, "train.eval_metric")
+        _check(self.device in DEVICES or str(self.device).startswith("cuda:"), "train.device",
+               f"expected {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size is None or self.eval_batch_size >= 1, "train.eval_batch_size",
+               f"must be >= 1, got {self.eval_batch_size}")
+        _check(self.max_iterations is None or self.max_iterations >= 1, "train.max_iterations",
+               f"must be >= 1 (or null to train for train.epochs), got {self.max_iterations}")
+        _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", f"must be a positive number, got {self.lr}")
+        _check(self.momentum >= 0, "train.momentum", f"must be >= 0, got {self.momentum}")
+        _check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(list(self.milestones) == sorted(self.milestones) and all(m >= 1 for m in self.milestones),
+               "train.milestones", f"must be increasing positive iterations, got {list(self.milestones)}")
+        _check(0 < self.gamma <= 1, "train.gamma", f"must be in (0, 1], got {self.gamma}")
+        _check(self.warmup_iterations >= 0, "train.warmup_iterations", f"must be >= 0, got {self.warmup_iterations}")
+        _check(0 < self.warmup_factor <= 1, "train.warmup_factor", f"must be in (0, 1], got {self.warmup_factor}")
+        _check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip",
+               f"must be positive (or null), got {self.grad_clip}")
+        _check(self.neg_pos_ratio >= 0, "train.neg_pos_ratio", f"must be >= 0, got {self.neg_pos_ratio}")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        _check(self.checkpoint_every >= 0, "train.checkpoint_every",
+               f"must be >= 0 (0 = at epoch ends only), got {self.checkpoint_every}")
+        _check(self.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = never evaluate), got {self.eval_every}")
+        _check(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -211,183 +287,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the dataclass field's annotated type, or raise naming ``key``."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"Any": Any})  # annotations are postponed strings
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(float(value)) if float(value).is_integer() else int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if annotation is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _build_section(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix}: expected a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith(prefix) else f"{prefix}.{msg}") from None
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build a validated :class:`Config` from nested dicts (as read from YAML)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: expected a mapping at top level, got {type(data).__name__}")
-    unknown = set(data) - set(_SECTIONS)
-    if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (expected model, data, train)")
-    model_values = dict(data.get("model") or {})
-    preset = model_values.pop("preset", None)
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        values = model_values if name == "model" else (data.get(name) or {})
-        if name == "model" and preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(f"model.preset: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-            base = dataclasses.asdict(PRESETS[preset]())
-            base.update(values)
-            values = base
-        sections[name] = _build_section(cls, values, name)
-    return Config(**sections)
-
-
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        return v
-
-    return {name: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, name)).items()} for name in _SECTIONS}
-
-
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` (or unambiguous ``key=value``) overrides; values are YAML scalars/lists."""
-    data = config_to_dict(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        if "." in key:
-            section, name = key.split(".", 1)
-            if section not in data:
-                raise ConfigError(f"override {key}: unknown section {section!r} (expected model, data, train)")
-        else:
-            owners = [s for s in data if key in data[s]]
-            if not owners:
-                raise ConfigError(f"override {key}: unknown key")
-            if len(owners) > 1:
-                raise ConfigError(f"override {key}: ambiguous, write {owners[0]}.{key} or {owners[1]}.{key}")
-            section, name = owners[0], key
-        if name not in data[section]:
-            raise ConfigError(f"override {key}: unknown key {section}.{name}")
-        data[section][name] = value
-    return config_from_dict(data)
-
-
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file, validate it, apply ``key=value`` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML ({first})") from None
-    try:
-        cfg = config_from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return apply_overrides(cfg, overrides or [])
-
-
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML atomically."""
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-
-def model_config_from_arg(arg: str | None, num_classes: int | None = None) -> ModelConfig:
-    """``ssd300`` / ``ssd512`` / ``ssd300_small`` preset name, or a YAML file with a ``model:`` section."""
-    arg = arg or "ssd300"
-    if arg in PRESETS:
-        cfg = PRESETS[arg]()
-    else:
-        cfg = load_config(arg).model
-    if num_classes is not None:
-        cfg = replace_model(cfg, num_classes=num_classes)
-    return cfg
-
-
 def replace_model(cfg: ModelConfig, **changes: Any) -> ModelConfig:
     try:
         return replace(cfg, **changes)
@@ -395,3 +294,14 @@ def replace_model(cfg: ModelConfig, **changes: Any) -> ModelConfig:
         raise
     except TypeError as e:
         raise ConfigError(f"model: {e}") from None
+
+
+# YAML load/save and overrides: a sibling module (it needs the classes above), re-exported for the many importers.
+from ssdkit.configfile import (  # noqa: E402
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    model_config_from_arg,
+    save_config,
+)

@@ -74,14 +74,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``model_state_dict`` / ``net`` (lufficc and torchvision's reference scripts save ``{"model": ...}``);
     a ``module.`` prefix (DataParallel) is removed. Raises :class:`CheckpointError` naming the file otherwise.
     """
+    from ssdkit.checkpoint import torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated, not a torch file, or pickled code (refused, never run)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable weights file ({msg[:200]})") from None
+    obj = torch_load(path, "weights file")  # pickled code is refused, never run
     try:
         return _unwrap_state_dict(obj)
     except CheckpointError as e:

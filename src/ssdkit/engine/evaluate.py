@@ -6,6 +6,11 @@ Per batch: ``images uint8 [B, 3, S, S]`` (the eval loader's, resized by the one 
 :meth:`Detector.to_original` (boxes in original image pixels) -> compared with the original-size ground truth of
 the source (as read, not as augmented or resized), so the numbers are those of the dataset's own protocol, and
 the detections are exactly those ``ssdkit predict`` gives for the same images.
+
+Tiled evaluation (``tile=TileSpec(...)``, small objects in large images): the loader yields the full-size images
+as a list (:func:`tiled_loader`; decoding stays in its workers), each goes through the tiled Detector (windows at
+native resolution, batched, merged; :mod:`ssdkit.tiling`), and the detections meet the same original ground truth
+and the same metric code.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import os
 from collections.abc import Sequence
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
+from torch.utils.data import DataLoader
 
 from ssdkit.choices import EVAL_PRESET, SHAPES
 from ssdkit.config import Config, ModelConfig
+from ssdkit.data.tiles import TileSpec
 from ssdkit.engine.metric import DetectionMAP
 from ssdkit.errors import DataError, SSDKitError
 from ssdkit.inference import Detector
 from ssdkit.runtime import resolve_device
 
-__all__ = ["create_evaluator", "evaluate", "evaluate_model", "evaluate_checkpoint", "format_metrics"]
+__all__ = ["create_evaluator", "evaluate", "evaluate_model", "evaluate_checkpoint", "format_metrics", "tiled_loader",
+           "collate_images"]
 
 logger = logging.getLogger("ssdkit.evaluate")
 
@@ -39,6 +47,23 @@ def _ground_truth(dataset, target: dict) -> dict:
             "size": (s.height, s.width)}
 
 
+def collate_images(batch: list) -> tuple[list[torch.Tensor], list[dict]]:
+    """Collate of full-size images: ``(images list[Tensor[3, H_i, W_i]] uint8, targets list[dict])``, dropping
+    ``None`` (unloadable images), so differently sized images travel in one batch."""
+    items = [item for item in batch if item is not None]
+    return [image for image, _ in items], [target for _, target in items]
+
+
+def tiled_loader(source, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """A loader of full-size images of ``source`` in order (a :class:`~ssdkit.data.loader.DetectionDataset`
+    without a transform, :func:`collate_images`): what tiled evaluation reads. Images are decoded in the
+    ``num_workers`` worker processes."""
+    from ssdkit.data.loader import DetectionDataset
+
+    return DataLoader(DetectionDataset(source), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_images)
+
+
 def create_evaluator(
     model: torch.nn.Module,
     cfg: Config | ModelConfig,
@@ -49,6 +74,8 @@ def create_evaluator(
     amp: str = "none",
     channels_last: bool = False,
     keep_detections: bool = False,
+    tile: TileSpec | None = None,
+    batch_size: int = 8,
 ) -> Engine:
     """An ignite evaluator whose ``state.metrics[metric]`` is the :class:`DetectionMAP` result dict.
 
@@ -61,8 +88,12 @@ def create_evaluator(
         amp: ``"bf16"`` / ``"fp16"`` autocast on CUDA; ignored elsewhere.
         channels_last: the memory format the model runs in (the training model keeps its own).
         keep_detections: also collect every image's detections in ``state.detections`` (a list, loader order).
+        tile: tiled inference (:class:`~ssdkit.data.tiles.TileSpec`); the loader must then yield full-size images
+            as a list (:func:`tiled_loader`).
+        batch_size: windows per forward pass when tiled.
 
-    The engine's batches are the loader's ``(images uint8 [B, 3, S, S], targets)``; its output is
+    The engine's batches are the loader's ``(images uint8 [B, 3, S, S], targets)`` (or, for lists of full-size
+    images, ``(list[Tensor[3, H_i, W_i]], targets)``, each image run through the Detector whole); its output is
     ``(detections, ground_truths)``: per image ``{"boxes" [K, 4] original pixels xyxy, "labels" [K] 0-based,
     "scores" [K], "names"}`` and ``{"boxes" [M, 4], "labels", "ignore", "image_id", "size"}``.
     """
@@ -70,22 +101,29 @@ def create_evaluator(
     inner = getattr(model, "module", model)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     detector = Detector(inner, mcfg, class_names, device=device, preset=EVAL_PRESET,
-                        channels_last=memory_format == torch.channels_last, amp=amp)
+                        channels_last=memory_format == torch.channels_last, amp=amp, tile=tile,
+                        batch_size=batch_size)
 
     def step(engine: Engine, batch) -> tuple[list[dict], list[dict]]:
         images, targets = batch
         gts = [_ground_truth(engine.state.dataloader.dataset, t) for t in targets]
-        if images.shape[0] == 0:
+        if len(images) == 0:
             return [], []
         inner.eval()
-        dets = [detector.to_original(d, *t["orig_size"]) for d, t in zip(detector.step(images), targets)]
+        if isinstance(images, (list, tuple)):  # full-size images: the Detector's own path (tiled or resized)
+            dets = detector(list(images))
+        else:
+            if tile is not None:
+                raise SSDKitError("evaluate: tiled evaluation needs full-size images (a tiled_loader), got a "
+                                  f"resized batch {list(images.shape)}")
+            dets = [detector.to_original(d, *t["orig_size"]) for d, t in zip(detector.step(images), targets)]
         if keep_detections:
             engine.state.detections.extend(dets)
         return dets, gts
 
     evaluator = Engine(step)
     if keep_detections:
-        evaluator.add_event_handler("started", lambda e: setattr(e.state, "detections", []))
+        evaluator.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "detections", []))
     DetectionMAP(mcfg.num_classes - 1, metric=metric, class_names=tuple(class_names),
                  pixel_offset=pixel_offset).attach(evaluator, metric)
     return evaluator
@@ -101,9 +139,12 @@ def evaluate_model(
     progress: bool = False,
     channels_last: bool = True,
     return_detections: bool = False,
+    tile: TileSpec | None = None,
+    batch_size: int = 8,
 ) -> dict:
     """mAP of ``model`` over ``loader`` (a :func:`~ssdkit.data.loader.make_loader` loader of an eval-transformed
-    :class:`~ssdkit.data.loader.DetectionDataset`).
+    :class:`~ssdkit.data.loader.DetectionDataset`; with ``tile``, a :func:`tiled_loader` of full-size images, and
+    ``batch_size`` windows per forward pass).
 
     Returns:
         The :class:`DetectionMAP` dict (``"map"``, per-class ``"ap"``, ... ; COCO: ``"AP"``, ``"AP50"``, ...) plus
@@ -114,7 +155,8 @@ def evaluate_model(
     source = loader.dataset.source
     names = tuple(class_names) if class_names is not None else tuple(source.class_names)
     evaluator = create_evaluator(model, cfg, names, metric, device, pixel_offset=getattr(source, "format", "") == "voc",
-                                 channels_last=channels_last, keep_detections=return_detections)
+                                 channels_last=channels_last, keep_detections=return_detections, tile=tile,
+                                 batch_size=batch_size)
     if progress:
         from ignite.handlers import ProgressBar
 
@@ -138,6 +180,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: bool = True,
     return_detections: bool = False,
+    tile: TileSpec | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset (``ssdkit evaluate --checkpoint``).
 
@@ -147,8 +190,11 @@ def evaluate_checkpoint(
             a dataset path; labels are mapped to the checkpoint's class names.
         split: split of ``data`` (VOC ``test``, COCO ``val2017``, ...).
         metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
-        batch_size: images per forward pass (as ``ssdkit predict --batch``).
+        batch_size: images per forward pass (as ``ssdkit predict --batch``); with ``tile``, images per loader batch
+            and windows per forward pass.
         return_detections: also return each image's detections (original pixels), in dataset order.
+        tile: tiled evaluation (:class:`~ssdkit.data.tiles.TileSpec`): each full-resolution image goes through the
+            tiled Detector and is compared with its original ground truth.
 
     Returns:
         The metric dict (see :func:`evaluate_model`) with ``"map"``, ``"checkpoint"``, ``"data"``.
@@ -175,10 +221,15 @@ def evaluate_checkpoint(
         )
     if len(source) == 0:
         raise DataError(f"{data}: no images to evaluate (split {split!r})")
-    loader = make_loader(DetectionDataset(source, SSDEvalTransform(cfg.model.input_size)), batch_size, shuffle=False,
-                         num_workers=cfg.data.num_workers)
+    if tile is not None and not isinstance(tile, TileSpec):
+        raise SSDKitError(f"tile: expected a TileSpec or None, got {type(tile).__name__}")
+    if tile is None:
+        loader = make_loader(DetectionDataset(source, SSDEvalTransform(cfg.model.input_size)), batch_size,
+                             shuffle=False, num_workers=cfg.data.num_workers)
+    else:
+        loader = tiled_loader(source, batch_size, num_workers=cfg.data.num_workers)
     result = evaluate_model(model, loader, cfg, metric, dev, class_names, progress=progress,
-                            return_detections=return_detections)
+                            return_detections=return_detections, tile=tile, batch_size=batch_size)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
     return result
@@ -196,6 +247,7 @@ def evaluate(
     device: str = "auto",
     plot_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    tile: TileSpec | None = None,
 ) -> dict:
     """``ssdkit evaluate``: mAP of a checkpoint on a dataset (``checkpoint`` + ``data``), or of any detector's
     COCO results file against a COCO ground truth (``gt`` + ``detections``); PR curves into ``plot_dir``.
@@ -203,7 +255,7 @@ def evaluate(
     Returns:
         The metric dict (:func:`evaluate_checkpoint`, or :func:`ssdkit.metrics.evaluate_coco_files` /
         :func:`~ssdkit.metrics.evaluate_voc_files`), with ``"metric"`` and, with ``plot_dir`` and a VOC metric,
-        ``"pr_curves"`` (the PNG's path).
+        ``"pr_curves"`` (the PNG's path). ``tile`` evaluates a checkpoint tiled (see :func:`evaluate_checkpoint`).
 
     Raises:
         SSDKitError: a wrong combination of arguments; DataError / CheckpointError from the inputs.
@@ -217,6 +269,8 @@ def evaluate(
             raise SSDKitError("evaluate: --gt and --detections go together")
         if checkpoint is not None or data is not None:
             raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections, not both")
+        if tile is not None:
+            raise SSDKitError("evaluate: --tile runs a checkpoint; it does not apply to --gt / --detections")
         from ssdkit.metrics import evaluate_coco_files, evaluate_voc_files
 
         if metric == "coco":
@@ -228,7 +282,7 @@ def evaluate(
         if checkpoint is None or data is None:
             raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections")
         result = evaluate_checkpoint(checkpoint, data, split=split, metric=metric, format=format,
-                                     batch_size=batch_size, device=device, progress=progress)
+                                     batch_size=batch_size, device=device, progress=progress, tile=tile)
     if plot_dir is not None and metric != "coco" and "precision" in result:
         from pathlib import Path
 

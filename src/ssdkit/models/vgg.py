@@ -117,12 +117,9 @@ def load_vgg16_weights(extractor: VGG16Extractor, path: str | os.PathLike) -> li
     """
     if extractor.features.out_channels != 512 or extractor.bns is not None:
         raise CheckpointError(f"{path}: VGG16 ImageNet weights need width_mult=1 and batch_norm=false")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: VGG16 weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"{path}: cannot read VGG16 weights ({type(e).__name__}: {e})") from None
+    from ssdkit.checkpoint import torch_load
+
+    state = torch_load(path, "VGG16 weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     needed = [f"features.{i}.weight" for i in _TV_CONV_INDICES] + ["classifier.0.weight", "classifier.3.weight"]
