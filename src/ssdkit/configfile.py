@@ -19,6 +19,7 @@ import yaml
 
 from ssdkit.config import PRESETS, Config, DataConfig, ModelConfig, TrainConfig, replace_model
 from ssdkit.errors import ConfigError
+from ssdkit.safeio import load_yaml, parse_yaml
 from ssdkit.utils import atomic_write_text
 
 __all__ = ["config_from_dict", "config_to_dict", "apply_overrides", "load_config", "save_config",
@@ -47,7 +48,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
     if origin is tuple:
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = parse_yaml(value, key, ConfigError) if value.strip().startswith("[") else [
+                v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -147,8 +149,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"override {key}", ConfigError) if raw.strip() else None
+        except ConfigError:
             value = raw
         if "." in key:
             section, name = key.split(".", 1)
@@ -170,13 +172,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """Read a YAML config file, validate it, apply ``key=value`` overrides."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML ({first})") from None
+    data = load_yaml(path, "config file", ConfigError)  # UTF-8, no alias bombs, no duplicate keys
     try:
         cfg = config_from_dict(data)
     except ConfigError as e:
