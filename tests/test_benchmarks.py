@@ -51,3 +51,32 @@ def test_bench_infer_runs_every_runner():
     assert "ssdkit channels_last b1 / torchvision" in result["ratios_vs_torchvision"]
     fwd = result["forward"]
     assert fwd["gflops_per_image"] > 0 and fwd["channels_last"]["pct_of_flop_limit"] > 0
+
+
+def test_bench_tiled_compares_with_sahi_when_installed(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = load("bench_tiled").main(["--quick", "--images", "1", "--image-size", "300", "--tile", "160",
+                                           "--train-steps", "1", "--repeat", "1", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    ips, maps = result["img_per_s"], result["voc07_map50"]
+    assert ips["ssdkit tiled"] > 0 and ips["ssdkit untiled"] > 0
+    assert all(0.0 <= v <= 1.0 for v in maps.values())
+    assert result["windows_per_image"] == 9  # 300 px in 160 px windows every 128 px: 3 x 3
+    try:
+        import sahi  # noqa: F401
+    except ImportError:
+        assert "sahi" not in ips and any("SAHI side skipped" in n for n in result["notes"])
+        return
+    assert ips["sahi"] > 0 and result["ratio_vs_sahi"] > 0
+    assert result["sahi_rules_equal_sahi"] is True  # SAHI's merge rules give SAHI's detections
+
+
+def test_bench_tiled_skips_sahi_cleanly(capsys):
+    result = load("bench_tiled").main(["--quick", "--images", "1", "--image-size", "200", "--tile", "160",
+                                       "--train-steps", "0", "--repeat", "1", "--no-sahi"])
+    assert "sahi" not in result["img_per_s"] and "ratio_vs_sahi" not in result
+    assert "SAHI side skipped" in capsys.readouterr().out

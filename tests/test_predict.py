@@ -110,3 +110,49 @@ def test_predict_errors(tmp_path, tiny_checkpoint):
         predict(tmp_path / "missing.pt", [str(tmp_path)], tmp_path / "out", device="cpu", progress=False)
     with pytest.raises(SSDKitError, match="no image files"):
         predict(tiny_checkpoint, [str(tmp_path / "nothing_here")], tmp_path / "out", device="cpu", progress=False)
+
+
+def test_tiled_predict_on_gray_16_bit_and_rgb_files(tmp_path, tiny_checkpoint, monkeypatch):
+    import ssdkit.predict as predict_module
+    from ssdkit.data.image import load_image
+    from ssdkit.data.tiles import TileSpec
+    from ssdkit.inference import Detector
+
+    d = tmp_path / "big"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (260, 400), dtype=np.uint8), mode="L").save(d / "gray.png")
+    Image.fromarray(rng.integers(0, 65535, (300, 170), dtype=np.uint16)).save(d / "deep.png")  # 16-bit gray
+    Image.fromarray(rng.integers(0, 255, (150, 333, 3), dtype=np.uint8)).save(d / "rgb.jpg", quality=95)
+    assert Image.open(d / "deep.png").mode.startswith("I")
+    spec = TileSpec(size=128, overlap=0.25, merge="nmm", match="ios")
+    out = tmp_path / "out"
+    summary = predict(tiny_checkpoint, [str(d)], out, score=0.3, batch=4, device="cpu", progress=False, tile=spec)
+    assert summary["images"] == 3 and summary["detections"] > 0
+    index = json.loads((out / "images.json").read_text())
+    sizes = {img["id"]: (img["width"], img["height"]) for img in index["images"]}
+    assert sizes == {"gray": (400, 260), "deep": (170, 300), "rgb": (333, 150)}
+    results = json.loads((out / "detections.json").read_text())
+    for r in results:
+        w, h = sizes[r["image_id"]]
+        x, y, bw, bh = r["bbox"]
+        assert 0 <= x <= x + bw <= w + 1e-3 and 0 <= y <= y + bh <= h + 1e-3 and r["score"] > 0.3
+    assert {p.split("/")[-1] for p in summary["drawn"]} == {"gray.png", "deep.png", "rgb.jpg"}
+    assert Image.open(out / "deep.png").size == (170, 300)
+    # exactly the tiled Detector's detections (same batch of windows: the three files are one chunk)
+    files = sorted(d.iterdir())
+    det = Detector.from_checkpoint(tiny_checkpoint, device="cpu", score_thresh=0.3, batch_size=4, tile=spec)
+    expect = det([load_image(p) for p in files])
+    assert sum(len(e["scores"]) for e in expect) == len(results)
+    for p, e in zip(files, expect):
+        mine = [r for r in results if r["image_id"] == p.stem]
+        assert sorted(r["score"] for r in mine) == pytest.approx(sorted(e["scores"].tolist()))
+    # a pixel budget per chunk: with a tiny one every image is its own chunk, same detections
+    monkeypatch.setattr(predict_module, "TILED_CHUNK_PIXELS", 1)
+    calls = []
+    real = Detector.__call__
+    monkeypatch.setattr(Detector, "__call__", lambda self, images, **kw: calls.append(len(images)) or
+                        real(self, images, **kw))
+    again = predict(tiny_checkpoint, [str(d)], tmp_path / "out2", score=0.3, batch=4, device="cpu", progress=False,
+                    tile=spec, draw=False)
+    assert calls == [1, 1, 1] and again["detections"] == summary["detections"]

@@ -7,6 +7,10 @@ Inference path (DESIGN.md)::
         ──InputNormalizer ──▶ SSD ──▶ (loc, cls_logits) ──decode_batch──▶ boxes xyxy input px   (Detector.step)
         ──x W/S, y H/S, clip──▶ boxes xyxy original px                 (Detector.to_original)
 
+With ``tile=TileSpec(...)`` (:mod:`ssdkit.tiling`) each image is cut into windows at native resolution; every
+window goes through the same resize and :meth:`Detector.step` (windows of all images in full batches), its boxes
+are mapped back to image pixels and the windows' detections are merged.
+
 The evaluator feeds :meth:`Detector.step` the eval loader's batches, which went through the same
 :func:`~ssdkit.data.preprocess.resize_image`, so ``evaluate`` and ``predict`` see the same pixels and give the
 same detections.
@@ -28,8 +32,10 @@ from ssdkit.choices import DECODE_PRESETS, PREDICT_PRESET
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import ModelConfig
 from ssdkit.data.preprocess import InputNormalizer, resize_batch, to_image_tensor
+from ssdkit.data.tiles import TileSpec
 from ssdkit.errors import SSDKitError
 from ssdkit.runtime import autocast, resolve_device
+from ssdkit.tiling import detect_tiled
 
 __all__ = ["PRESETS", "Detector", "resolve_preset"]
 
@@ -74,6 +80,8 @@ class Detector:
             Measured faster for SSD300 end to end on this project's CPUs and the usual choice on CUDA;
             ``False`` for NCHW.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"`` autocast (CUDA only; float32 elsewhere).
+        tile: a :class:`~ssdkit.data.tiles.TileSpec` for tiled (sliced) inference on large images; ``batch_size``
+            then counts windows per forward pass. None: each image resized whole.
         **overrides: ``score_thresh``, ``nms_thresh``, ``top_k``, ``max_detections`` over the preset's values.
 
     Calling it (see :meth:`__call__`) accepts one image or a list of images.
@@ -89,6 +97,7 @@ class Detector:
         batch_size: int = 8,
         channels_last: bool = True,
         amp: str = "none",
+        tile: TileSpec | None = None,
         **overrides: Any,
     ) -> None:
         if len(class_names) != config.num_classes - 1:
@@ -97,6 +106,9 @@ class Detector:
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SSDKitError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+        if tile is not None and not isinstance(tile, TileSpec):
+            raise SSDKitError(f"tile: expected a TileSpec or None, got {type(tile).__name__}")
+        self.tile = tile
         self.device = resolve_device(device)
         self.config = config
         self.class_names = tuple(class_names)
@@ -173,7 +185,7 @@ class Detector:
             images: one image or a list of images; each a path, PIL image, numpy ``HxWx3`` uint8 array, or
                 ``Tensor[3, H, W]`` uint8 (0-255) / float (0-1) RGB (see
                 :func:`~ssdkit.data.preprocess.to_image_tensor`).
-            batch_size: images per forward pass (default: the detector's).
+            batch_size: images (windows, when tiled) per forward pass (default: the detector's).
 
         Returns:
             For each image a dict: ``boxes`` ``Tensor[K, 4]`` float32 xyxy in that image's original pixels,
@@ -183,6 +195,9 @@ class Detector:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         bs = batch_size or self.batch_size
+        if self.tile is not None:
+            results = detect_tiled(self, items, self.tile, bs)
+            return results[0] if single else results
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), bs):
             batch, sizes = self.preprocess(items[start:start + bs])

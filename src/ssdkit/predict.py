@@ -12,10 +12,15 @@ from typing import Any
 
 from ssdkit.choices import PREDICT_PRESET
 from ssdkit.data.image import IMAGE_EXTENSIONS
+from ssdkit.data.tiles import TileSpec
 from ssdkit.errors import DataError, SSDKitError
 from ssdkit.inference import Detector
 
 __all__ = ["expand_inputs", "predict"]
+
+# Tiled prediction decodes images until a chunk holds this many pixels (or ``batch`` images): the windows of small
+# images still fill batches across images, and a folder of 8000 x 8000 scans is read one image at a time.
+TILED_CHUNK_PIXELS = 64_000_000
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
@@ -96,8 +101,12 @@ def predict(
     device: str = "auto",
     draw: bool = True,
     progress: bool = True,
+    tile: TileSpec | None = None,
 ) -> dict[str, Any]:
     """Run a checkpoint on files, folders and globs; write COCO results, an image index and drawn images.
+
+    ``tile`` (a :class:`~ssdkit.data.tiles.TileSpec`) runs tiled inference for small objects in large images:
+    ``batch`` then counts windows per forward pass, and boxes are still in each image's own pixels.
 
     Writes (atomically) into ``out_dir``:
 
@@ -126,7 +135,7 @@ def predict(
     if batch < 1:
         raise SSDKitError(f"batch: must be >= 1, got {batch}")
     detector = Detector.from_checkpoint(checkpoint, device=device, preset=PREDICT_PRESET, score_thresh=score,
-                                        batch_size=batch)
+                                        batch_size=batch, tile=tile)
     files, skipped = expand_inputs(inputs)
     if not files:
         raise SSDKitError(f"inputs: no image files found ({'; '.join(skipped) or 'nothing given'})")
@@ -147,15 +156,21 @@ def predict(
     out_names = dict(zip(files, _output_names(files)))
     bar = tqdm(total=len(files), unit="img", desc="predict", disable=not progress, dynamic_ncols=True)
     try:
-        for start in range(0, len(files), batch):
-            chunk, images = [], []
+        start = 0
+        while start < len(files):
+            chunk, images, pixels, tried = [], [], 0, 0
             for path in files[start:start + batch]:
+                tried += 1
                 try:
                     images.append(load_image(path))
                     chunk.append(path)
                 except DataError as e:
                     skipped.append(str(e))
                     report(str(e))
+                    continue
+                pixels += images[-1].shape[1] * images[-1].shape[2]
+                if tile is not None and pixels >= TILED_CHUNK_PIXELS:
+                    break
             if images:
                 results = detector(images)
                 for path, image, det in zip(chunk, images, results):
@@ -169,7 +184,8 @@ def predict(
                         save_image(draw_detections(image, det["boxes"], det["labels"], det["scores"],
                                                    detector.class_names), target)
                         drawn.append(str(target))
-            bar.update(len(files[start:start + batch]))
+            bar.update(tried)
+            start += tried
     finally:
         bar.close()
 
