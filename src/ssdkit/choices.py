@@ -50,6 +50,10 @@ AMP_MODES = ("none", "bf16", "fp16")
 #: Devices (``cuda:N`` is accepted too).
 DEVICES = ("auto", "cpu", "cuda")
 
+#: Tiled inference: how detections of overlapping windows are merged, and how two boxes are matched.
+TILE_MERGES = ("nms", "nmm", "greedy_nmm")
+TILE_MATCHES = ("iou", "ios")
+
 #: ``ssdkit export --format``.
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 

@@ -114,7 +114,7 @@ def cmd_evaluate(args) -> int:
 
     result = evaluate(args.checkpoint, args.data, gt=args.gt, detections=args.detections, metric=args.metric,
                       split=args.split, format=args.format, batch_size=args.batch, device=args.device,
-                      plot_dir=args.plot_dir, progress=not args.json)
+                      plot_dir=args.plot_dir, progress=not args.json, tile=_tile(args))
     _emit(args, {k: v for k, v in result.items() if k not in ("precision", "recall")}, format_metrics)
     return 0
 
@@ -123,7 +123,7 @@ def cmd_predict(args) -> int:
     from ssdkit.predict import predict
 
     summary = predict(args.checkpoint, args.inputs, args.out, score=args.score, batch=args.batch,
-                      device=args.device, draw=not args.no_draw, progress=not args.json)
+                      device=args.device, draw=not args.no_draw, progress=not args.json, tile=_tile(args))
 
     def text(s):  # predict already wrote one "skipped: ..." line per file on stderr as it went: count them only
         skipped = f", {len(s['skipped'])} skipped (listed above)" if s["skipped"] else ""
@@ -171,6 +171,27 @@ _MODEL_HELP = f"{' | '.join(choices.MODEL_PRESETS)} | CONFIG.yaml (default ssd30
 _DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
 
+def _tile_args(sp) -> None:
+    sp.add_argument("--tile", type=int, default=None, metavar="N",
+                    help="tiled inference for small objects in large images: N x N windows at native resolution")
+    sp.add_argument("--tile-overlap", type=float, default=0.2, help="window overlap, 0 to <1 (default 0.2)")
+    sp.add_argument("--tile-full-image", action="store_true", help="also run the whole image (for large objects)")
+    sp.add_argument("--tile-merge", default="nms", choices=choices.TILE_MERGES,
+                    help="merge across windows (default nms)")
+    sp.add_argument("--tile-match", default="iou", choices=choices.TILE_MATCHES,
+                    help="box matching for the merge: IoU or intersection over the smaller box (default iou)")
+
+
+def _tile(args):
+    """The TileSpec of the --tile flags, or None."""
+    if args.tile is None:
+        return None
+    from ssdkit.data.tiles import TileSpec
+
+    return TileSpec(size=args.tile, overlap=args.tile_overlap, full_image=args.tile_full_image,
+                    merge=args.tile_merge, match=args.tile_match)
+
+
 def _data_args(sp, required: bool = True) -> None:
     sp.add_argument("--data", required=required,
                     help="dataset path (VOC dir, COCO json, YOLO yaml/dir, list file, VEDAI dir) or 'shapes'")
@@ -180,10 +201,20 @@ def _data_args(sp, required: bool = True) -> None:
     sp.add_argument("--classes", default=None, help="class names file (one per line) or comma-separated names")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in ssdkit's one-line form (after the usage line): ``ssdkit: error: <command>: ...``."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("ssdkit").strip()
+        print(f"ssdkit: error: {command + ': ' if command else ''}{_one_line(message)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ssdkit import __version__
 
-    p = argparse.ArgumentParser(prog="ssdkit", description="SSD object detection toolkit")
+    p = _Parser(prog="ssdkit", description="SSD object detection toolkit")
     p.add_argument("--version", action="version", version=f"ssdkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -241,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--plot-dir", default=None, help="write PR curves (PNG) here")
+    _tile_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
 
@@ -254,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--no-draw", action="store_true")
+    _tile_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)
 

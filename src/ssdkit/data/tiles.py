@@ -21,16 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ssdkit.choices import TILE_MATCHES, TILE_MERGES
 from ssdkit.errors import SSDKitError
 
 __all__ = ["TILE_MERGES", "TILE_MATCHES", "TileSpec", "tile_starts", "tile_grid", "window_to_image", "cut_boxes"]
 
-#: How detections of overlapping windows are combined (:func:`ssdkit.tiling.merge_tiled`): non-maximum
-#: suppression, SAHI's transitive non-maximum merging, SAHI's greedy non-maximum merging.
-TILE_MERGES = ("nms", "nmm", "greedy_nmm")
-#: Box overlap used to match detections of different windows: intersection over union, intersection over the
-#: smaller box's area.
-TILE_MATCHES = ("iou", "ios")
 
 # A box side within this fraction of the window side of an inner window edge counts as cut by it: a detector
 # trained on whole images puts a truncated object's edge at the border, give or take its regression error.
