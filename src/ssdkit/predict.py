@@ -136,10 +136,16 @@ def predict(
         raise SSDKitError(f"batch: must be >= 1, got {batch}")
     detector = Detector.from_checkpoint(checkpoint, device=device, preset=PREDICT_PRESET, score_thresh=score,
                                         batch_size=batch, tile=tile)
+    out = Path(out_dir)
     files, skipped = expand_inputs(inputs)
+    # never read our own outputs (a folder of inputs holding an earlier run's --out), never write over an input
+    out_abs = out.resolve()
+    if any(f.resolve().parent == out_abs for f in files) or out_abs in {Path(i).resolve() for i in inputs}:
+        raise SSDKitError(f"out: {out} holds the input images; the drawn images would overwrite them: choose "
+                          "another --out folder")
+    files = [f for f in files if out_abs not in f.resolve().parents]
     if not files:
         raise SSDKitError(f"inputs: no image files found ({'; '.join(skipped) or 'nothing given'})")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     def report(msg: str) -> None:
@@ -189,6 +195,9 @@ def predict(
     finally:
         bar.close()
 
+    if not ok_files:
+        raise SSDKitError(f"inputs: none of the {len(files)} image file(s) could be read "
+                          f"(first: {skipped[-len(files)]})")
     ids = _image_ids(ok_files)
     num_labels = len(detector.class_names)
     results_json = detections_to_coco_results(detections, ids, [c + 1 for c in range(num_labels)])

@@ -100,7 +100,7 @@ def _check_pixels(path: str, width: int, height: int) -> None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > 2 * limit:
         raise DataError(f"{path}: cannot read image ({width}x{height} = {width * height} pixels is over the "
-                        f"decompression-bomb limit of {2 * limit}; raise PIL.Image.MAX_IMAGE_PIXELS to read it)")
+                        f"decompression bomb limit of {2 * limit}; raise PIL.Image.MAX_IMAGE_PIXELS to read it)")
 
 
 def _decode_torchvision(path: str, data: bytes) -> torch.Tensor:

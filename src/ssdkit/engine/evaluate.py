@@ -221,6 +221,10 @@ def evaluate_checkpoint(
         )
     if len(source) == 0:
         raise DataError(f"{data}: no images to evaluate (split {split!r})")
+    unknown = [p for p in getattr(source, "problems", ()) if p.kind == "unknown_class"]
+    if unknown:  # objects of classes the model does not know: evaluating without them would be silently wrong
+        raise DataError(f"{data}: {len(unknown)} object(s) of classes the checkpoint does not have (its classes: "
+                        f"{list(class_names)}; first: {unknown[0]})")
     if tile is not None and not isinstance(tile, TileSpec):
         raise SSDKitError(f"tile: expected a TileSpec or None, got {type(tile).__name__}")
     if tile is None:
