@@ -110,11 +110,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ssdkit.engine.evaluate import evaluate, format_metrics
+    from ssdkit.engine.evaluation import evaluate, format_metrics
 
     result = evaluate(args.checkpoint, args.data, gt=args.gt, detections=args.detections, metric=args.metric,
                       split=args.split, format=args.format, batch_size=args.batch, device=args.device,
-                      plot_dir=args.plot_dir, progress=not args.json, tile=_tile(args))
+                      plot_dir=args.plot_dir, progress=not args.json, tile=_tile(args), report=args.report,
+                      size_ranges=args.size_ranges)
     _emit(args, {k: v for k, v in result.items() if k not in ("precision", "recall")}, format_metrics)
     return 0
 
@@ -123,7 +124,8 @@ def cmd_predict(args) -> int:
     from ssdkit.predict import predict
 
     summary = predict(args.checkpoint, args.inputs, args.out, score=args.score, batch=args.batch,
-                      device=args.device, draw=not args.no_draw, progress=not args.json, tile=_tile(args))
+                      device=args.device, draw=not args.no_draw, progress=not args.json, tile=_tile(args),
+                      gt=args.gt)
 
     def text(s):  # predict already wrote one "skipped: ..." line per file on stderr as it went: count them only
         skipped = f", {len(s['skipped'])} skipped (listed above)" if s["skipped"] else ""
@@ -190,6 +192,16 @@ def _tile(args):
 
     return TileSpec(size=args.tile, overlap=args.tile_overlap, full_image=args.tile_full_image,
                     merge=args.tile_merge, match=args.tile_match)
+
+
+def _size_ranges(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing numbers like 0,16,32,96,inf, got {text!r}") from None
+    if len(values) < 2 or list(values) != sorted(set(values)) or values[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected at least two increasing bounds >= 0, got {text!r}")
+    return values
 
 
 def _data_args(sp, required: bool = True) -> None:
@@ -267,11 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", default=None)
     _data_args(sp, required=False)
     sp.add_argument("--gt", default=None, help="COCO ground-truth JSON (with --detections)")
-    sp.add_argument("--detections", default=None, help="COCO results JSON of any detector")
+    sp.add_argument("--detections", default=None,
+                    help="COCO results JSON of any detector (with --gt), or ssdkit predict's detections.json (with "
+                         "--data: matched by file name)")
     sp.add_argument("--metric", default="voc07", choices=choices.METRICS)
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--plot-dir", default=None, help="write PR curves (PNG) here")
+    sp.add_argument("--report", default=None, metavar="DIR",
+                    help="write the error report here: confusion matrix, P/R/F1 and the best score threshold, TIDE "
+                         "errors, AP by object size, report.md")
+    sp.add_argument("--size-ranges", type=_size_ranges, default=None, metavar="0,16,32,96,inf",
+                    help="object-size bounds (sqrt of area, px) of the COCO AP by size (default COCO's 0,32,96,inf)")
     _tile_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
@@ -286,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--no-draw", action="store_true")
+    sp.add_argument("--gt", default=None, help="a COCO ground truth: take image and category ids from it (by file "
+                                               "name and class name) so evaluate --gt reads the results directly")
     _tile_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)

@@ -77,6 +77,30 @@ def _image_ids(files: Sequence[Path]) -> list[Any]:
     return list(range(len(files)))
 
 
+def _ids_from_ground_truth(gt: str | os.PathLike, files: Sequence[Path], class_names: Sequence[str]):
+    """COCO image ids of ``files`` (by file name) and category ids of ``class_names`` (by name) in ``gt``.
+
+    Raises:
+        DataError: files or class names the ground truth does not have (listed).
+    """
+    from ssdkit.data.coco_json import load_json, parse_instances
+
+    inst = parse_instances(load_json(gt, "ground-truth"), gt)
+    by_name: dict[str, Any] = {}
+    for img in inst.images:
+        by_name.setdefault(Path(img.get("file_name", "")).name, img["id"])
+    missing = [f.name for f in files if f.name not in by_name]
+    if missing:
+        raise DataError(f"{gt}: {len(missing)} predicted image(s) are not images of the ground truth (first: "
+                        f"{', '.join(missing[:5])})")
+    cat_of = {c.get("name"): c["id"] for c in inst.categories}
+    unknown = [n for n in class_names if n not in cat_of]
+    if unknown:
+        raise DataError(f"{gt}: the model's classes {unknown} are not categories of the ground truth "
+                        f"({sorted(n for n in cat_of if n)})")
+    return [by_name[f.name] for f in files], [cat_of[n] for n in class_names]
+
+
 def _output_names(files: Sequence[Path]) -> list[str]:
     """Drawn-image file names in ``out_dir``: the input's name; ``stem_2.ext`` ... when names repeat."""
     used: set[str] = set()
@@ -102,6 +126,7 @@ def predict(
     draw: bool = True,
     progress: bool = True,
     tile: TileSpec | None = None,
+    gt: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run a checkpoint on files, folders and globs; write COCO results, an image index and drawn images.
 
@@ -117,6 +142,8 @@ def predict(
     - one drawn image per input (same name; ``name_2.jpg`` for repeated names) when ``draw``.
 
     ``image_id`` is ``int(stem)`` when all file stems are numbers, else the stem, else the index (repeated stems).
+    With ``gt`` (a COCO instances file) the ids are the ground truth's: images by file name, categories by class
+    name, so ``ssdkit evaluate --gt GT --detections detections.json`` evaluates them directly.
     Unreadable files are skipped and reported (a line on stderr while the progress bar runs, and in the summary).
 
     Returns:
@@ -198,15 +225,17 @@ def predict(
     if not ok_files:
         raise SSDKitError(f"inputs: none of the {len(files)} image file(s) could be read "
                           f"(first: {skipped[-len(files)]})")
-    ids = _image_ids(ok_files)
-    num_labels = len(detector.class_names)
-    results_json = detections_to_coco_results(detections, ids, [c + 1 for c in range(num_labels)])
+    if gt is not None:
+        ids, category_ids = _ids_from_ground_truth(gt, ok_files, detector.class_names)
+    else:
+        ids, category_ids = _image_ids(ok_files), [c + 1 for c in range(len(detector.class_names))]
+    results_json = detections_to_coco_results(detections, ids, category_ids)
     index = {
         "images": [
             {"id": i, "file_name": p.name, "path": str(p), "width": w, "height": h}
             for i, p, (h, w) in zip(ids, ok_files, sizes)
         ],
-        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(detector.class_names)],
+        "categories": [{"id": c, "name": n} for c, n in zip(category_ids, detector.class_names)],
     }
     det_path, index_path = out / "detections.json", out / "images.json"
     atomic_write_text(det_path, json.dumps(results_json))

@@ -130,7 +130,7 @@ def test_tiled_evaluation_finds_small_objects_cut_by_window_edges(tmp_path):
 
 def test_evaluate_checkpoint_tiled_equals_the_tiled_detector(tmp_path):
     from ssdkit.data.tiles import TileSpec
-    from ssdkit.engine.evaluate import evaluate
+    from ssdkit.engine.evaluation import evaluate
     from ssdkit.errors import SSDKitError
     from ssdkit.inference import Detector
 

@@ -31,7 +31,7 @@ from ssdkit.errors import DataError, SSDKitError
 from ssdkit.inference import Detector
 from ssdkit.runtime import resolve_device
 
-__all__ = ["create_evaluator", "evaluate", "evaluate_model", "evaluate_checkpoint", "format_metrics", "tiled_loader",
+__all__ = ["create_evaluator", "evaluate_model", "evaluate_checkpoint", "tiled_loader",
            "collate_images"]
 
 logger = logging.getLogger("ssdkit.evaluate")
@@ -87,7 +87,8 @@ def create_evaluator(
         pixel_offset: VOC devkit ``+1`` widths (integer VOC boxes); False for continuous coordinates.
         amp: ``"bf16"`` / ``"fp16"`` autocast on CUDA; ignored elsewhere.
         channels_last: the memory format the model runs in (the training model keeps its own).
-        keep_detections: also collect every image's detections in ``state.detections`` (a list, loader order).
+        keep_detections: also collect every image's detections and ground truth in ``state.detections`` and
+            ``state.ground_truths`` (lists, loader order).
         tile: tiled inference (:class:`~ssdkit.data.tiles.TileSpec`); the loader must then yield full-size images
             as a list (:func:`tiled_loader`).
         batch_size: windows per forward pass when tiled.
@@ -119,11 +120,15 @@ def create_evaluator(
             dets = [detector.to_original(d, *t["orig_size"]) for d, t in zip(detector.step(images), targets)]
         if keep_detections:
             engine.state.detections.extend(dets)
+            engine.state.ground_truths.extend(gts)
         return dets, gts
 
     evaluator = Engine(step)
     if keep_detections:
-        evaluator.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "detections", []))
+        def _start(engine: Engine) -> None:
+            engine.state.detections, engine.state.ground_truths = [], []
+
+        evaluator.add_event_handler(Events.STARTED, _start)
     DetectionMAP(mcfg.num_classes - 1, metric=metric, class_names=tuple(class_names),
                  pixel_offset=pixel_offset).attach(evaluator, metric)
     return evaluator
@@ -167,6 +172,7 @@ def evaluate_model(
     result["num_images"] = len(source)
     if return_detections:
         result["detections"] = evaluator.state.detections
+        result["ground_truths"] = evaluator.state.ground_truths
     return result
 
 
@@ -192,7 +198,8 @@ def evaluate_checkpoint(
         metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
         batch_size: images per forward pass (as ``ssdkit predict --batch``); with ``tile``, images per loader batch
             and windows per forward pass.
-        return_detections: also return each image's detections (original pixels), in dataset order.
+        return_detections: also return each image's detections (original pixels) and ground truth, in dataset
+            order (``"detections"``, ``"ground_truths"``).
         tile: tiled evaluation (:class:`~ssdkit.data.tiles.TileSpec`): each full-resolution image goes through the
             tiled Detector and is compared with its original ground truth.
 
@@ -236,81 +243,6 @@ def evaluate_checkpoint(
                             return_detections=return_detections, tile=tile, batch_size=batch_size)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
+    result["class_names"] = list(class_names)
+    result["pixel_offset"] = getattr(source, "format", "") == "voc"
     return result
-
-
-def evaluate(
-    checkpoint: str | os.PathLike | None = None,
-    data: str | None = None,
-    gt: str | os.PathLike | None = None,
-    detections: str | os.PathLike | None = None,
-    metric: str = "voc07",
-    split: str | None = None,
-    format: str | None = None,
-    batch_size: int = 8,
-    device: str = "auto",
-    plot_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    tile: TileSpec | None = None,
-) -> dict:
-    """``ssdkit evaluate``: mAP of a checkpoint on a dataset (``checkpoint`` + ``data``), or of any detector's
-    COCO results file against a COCO ground truth (``gt`` + ``detections``); PR curves into ``plot_dir``.
-
-    Returns:
-        The metric dict (:func:`evaluate_checkpoint`, or :func:`ssdkit.metrics.evaluate_coco_files` /
-        :func:`~ssdkit.metrics.evaluate_voc_files`), with ``"metric"`` and, with ``plot_dir`` and a VOC metric,
-        ``"pr_curves"`` (the PNG's path). ``tile`` evaluates a checkpoint tiled (see :func:`evaluate_checkpoint`).
-
-    Raises:
-        SSDKitError: a wrong combination of arguments; DataError / CheckpointError from the inputs.
-    """
-    from ssdkit.choices import METRICS
-
-    if metric not in METRICS:
-        raise SSDKitError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
-    if gt is not None or detections is not None:
-        if gt is None or detections is None:
-            raise SSDKitError("evaluate: --gt and --detections go together")
-        if checkpoint is not None or data is not None:
-            raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections, not both")
-        if tile is not None:
-            raise SSDKitError("evaluate: --tile runs a checkpoint; it does not apply to --gt / --detections")
-        from ssdkit.metrics import evaluate_coco_files, evaluate_voc_files
-
-        if metric == "coco":
-            result = evaluate_coco_files(gt, detections)
-        else:
-            result = evaluate_voc_files(gt, detections, use_07_metric=metric == "voc07")
-        result["metric"] = metric
-    else:
-        if checkpoint is None or data is None:
-            raise SSDKitError("evaluate: give --checkpoint and --data, or --gt and --detections")
-        result = evaluate_checkpoint(checkpoint, data, split=split, metric=metric, format=format,
-                                     batch_size=batch_size, device=device, progress=progress, tile=tile)
-    if plot_dir is not None and metric != "coco" and "precision" in result:
-        from pathlib import Path
-
-        from ssdkit.viz import plot_pr_curves
-
-        path = Path(plot_dir) / "pr_curves.png"
-        plot_pr_curves(result, path)
-        result["pr_curves"] = str(path)
-    return result
-
-
-def format_metrics(result: dict) -> str:
-    """Human-readable text of an :func:`evaluate` result: the headline numbers, then AP per class."""
-    from ssdkit.metrics import COCO_STAT_NAMES
-
-    lines = []
-    if result.get("metric") == "coco":
-        lines += [f"{k:>6}: {result[k]:.4f}" for k in COCO_STAT_NAMES if k in result]
-    else:
-        lines.append(f"mAP ({result.get('metric', 'voc07')}, IoU 0.5): {result['map']:.4f}")
-    per_class = result.get("ap", {})
-    if per_class:
-        lines += ["", f"{'class':<20} {'AP':>8}"]
-        lines += [f"{name:<20} {ap:>8.4f}" for name, ap in per_class.items()]
-    if "pr_curves" in result:
-        lines.append(f"\nPR curves: {result['pr_curves']}")
-    return "\n".join(lines)

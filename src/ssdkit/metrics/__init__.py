@@ -24,7 +24,7 @@ from ssdkit.metrics.coco import (
     evaluate_coco,
 )
 from ssdkit.metrics.errors import confusion_matrix, precision_recall_f1
-from ssdkit.metrics.files import evaluate_coco_files, evaluate_tide_files, evaluate_voc_files
+from ssdkit.metrics.files import evaluate_coco_files, evaluate_tide_files, evaluate_voc_files, load_files
 from ssdkit.metrics.report import write_report
 from ssdkit.metrics.tide import TIDE_MAIN_ERRORS, TIDE_SPECIAL_ERRORS, evaluate_tide
 from ssdkit.metrics.voc import evaluate_voc, voc_ap
@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_coco",
     "evaluate_coco_files",
     "evaluate_voc_files",
+    "load_files",
     "evaluate_tide",
     "evaluate_tide_files",
     "confusion_matrix",

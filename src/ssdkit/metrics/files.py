@@ -28,7 +28,7 @@ from ssdkit.metrics.coco import COCO_SIZE_RANGES, coco_from_dataset, run_cocoeva
 from ssdkit.metrics.tide import tide_from_xywh
 from ssdkit.metrics.voc import evaluate_voc
 
-__all__ = ["evaluate_coco_files", "evaluate_voc_files", "evaluate_tide_files"]
+__all__ = ["evaluate_coco_files", "evaluate_voc_files", "evaluate_tide_files", "load_files"]
 
 
 def _load_pair(gt_json: str | os.PathLike, dt_json: str | os.PathLike) -> tuple[CocoInstances, list[dict]]:
@@ -102,18 +102,12 @@ def _per_image(gt: CocoInstances, results: list[dict]) -> list[tuple[np.ndarray,
     ]  # fmt: skip
 
 
-def evaluate_voc_files(
-    gt_json: str | os.PathLike,
-    dt_json: str | os.PathLike,
-    use_07_metric: bool = True,
-    iou_threshold: float = 0.5,
-    pixel_offset: bool = False,
-) -> dict:
-    """VOC metrics (:func:`ssdkit.metrics.evaluate_voc`) of a COCO-format ground-truth / results pair.
+def load_files(gt_json: str | os.PathLike, dt_json: str | os.PathLike) -> tuple[list[dict], list[dict], list[str]]:
+    """A COCO ground-truth / results pair as ssdkit's in-memory lists (see :mod:`ssdkit.metrics.common`).
 
-    Categories are mapped to 0-based labels in ascending id order (names from the ``name`` field); ``iscrowd``
-    objects count as VOC ``difficult``. ``pixel_offset`` defaults to False because COCO boxes are continuous
-    coordinates; pass True for files converted from VOC's inclusive integer boxes.
+    Categories become 0-based labels in ascending id order (names from the ``name`` field); ``iscrowd`` objects
+    become ``ignore``; boxes become xyxy. Returns ``(detections, ground_truths, class_names)``, one entry per
+    image of the ground truth, in its order.
 
     Raises:
         DataError: as :func:`evaluate_coco_files`.
@@ -131,7 +125,24 @@ def evaluate_voc_files(
     for gb, gc, crowd, db, dc, ds in _per_image(gt, results):
         ground_truths.append({"boxes": xyxy(gb), "labels": label_of(gc), "ignore": crowd})
         detections.append({"boxes": xyxy(db), "labels": label_of(dc), "scores": ds})
-    names = [c["name"] for c in gt.categories]
+    return detections, ground_truths, [c["name"] for c in gt.categories]
+
+
+def evaluate_voc_files(
+    gt_json: str | os.PathLike,
+    dt_json: str | os.PathLike,
+    use_07_metric: bool = True,
+    iou_threshold: float = 0.5,
+    pixel_offset: bool = False,
+) -> dict:
+    """VOC metrics (:func:`ssdkit.metrics.evaluate_voc`) of a COCO-format ground-truth / results pair
+    (:func:`load_files`). ``pixel_offset`` defaults to False because COCO boxes are continuous coordinates; pass
+    True for files converted from VOC's inclusive integer boxes.
+
+    Raises:
+        DataError: as :func:`evaluate_coco_files`.
+    """
+    detections, ground_truths, names = load_files(gt_json, dt_json)
     return evaluate_voc(detections, ground_truths, len(names), names, iou_threshold, use_07_metric, pixel_offset)
 
 
