@@ -73,3 +73,25 @@ def test_small_objects_low_coverage_and_recommendation_fixes_it():
     again = anchor_fit(samples, cfg, recommend=False)
     assert abs(again["coverage"] - rec["coverage"]) < 1e-9
     assert "box_sizes" in rec["snippet"]
+
+
+def test_tiling_advice_and_window_scale_analysis(tmp_path):
+    from ssdkit.analysis import anchors_report
+    from ssdkit.analysis.report import MIN_INPUT_OBJECT, recommend_tile
+    from ssdkit.data.shapes import ShapesDataset, write_shapes
+
+    large = ShapesDataset(4, seed=2, image_size=1200, min_size=10, max_size=30, max_objects=30)
+    advice = recommend_tile([large.sample(i) for i in range(4)], 300)
+    assert advice["tile"] is not None and advice["at_input_untiled"] < MIN_INPUT_OBJECT
+    p10 = advice["object_px"][0]
+    assert p10 * 300 / advice["tile"] >= MIN_INPUT_OBJECT  # the window keeps the small objects big enough
+    small = ShapesDataset(4, seed=2, image_size=300, min_size=40, max_size=120)
+    assert recommend_tile([small.sample(i) for i in range(4)], 300)["tile"] is None
+
+    data = write_shapes(tmp_path / "big", count=3, image_size=900, min_size=10, max_size=24, max_objects=20,
+                        progress=False)
+    whole = anchors_report(str(data))
+    tiled = anchors_report(str(data), tile="auto")
+    assert whole["window"] is None and tiled["window"] == whole["tiling"]["tile"]
+    assert tiled["coverage"] > whole["coverage"]  # at window scale the default boxes reach the objects
+    assert "tile_size" in tiled["recommended"]["snippet"]

@@ -94,7 +94,7 @@ def cmd_anchors(args) -> int:
     from ssdkit.analysis import anchors_report, format_anchor_fit
 
     result = anchors_report(args.data, args.model, split=args.split, format=args.format, classes=args.classes,
-                            iou_threshold=args.iou, plot=args.plot)
+                            iou_threshold=args.iou, plot=args.plot, tile=args.tile)
     _emit(args, result, format_anchor_fit)
     return 0
 
@@ -194,6 +194,15 @@ def _tile(args):
                     merge=args.tile_merge, match=args.tile_match)
 
 
+def _tile_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a window side in pixels or 'auto', got {text!r}") from None
+
+
 def _size_ranges(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -263,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default=None, help=_MODEL_HELP)
     sp.add_argument("--iou", type=float, default=0.5, help="IoU at which a default box covers an object")
     sp.add_argument("--plot", default=None, help="write a PNG of object sizes against default box sizes")
+    sp.add_argument("--tile", type=_tile_size, default=None, metavar="N|auto",
+                    help="analyse N x N windows (tiled training/inference) instead of whole images; auto: the "
+                         "recommended window, or none")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_anchors)
 
@@ -344,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SSDKitError as e:
         print(f"ssdkit: error: {_one_line(str(e))}", file=sys.stderr)
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 1
     except OSError as e:  # a path the user gave: unwritable, a file where a folder should be, a full disk, ...
         where = f"{e.filename}: " if e.filename else ""
         print(f"ssdkit: error: {where}{e.strerror or _one_line(str(e))}", file=sys.stderr)

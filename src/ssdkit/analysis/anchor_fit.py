@@ -1,120 +1,22 @@
-"""Model and anchor analysis: the seed notebook's questions as functions.
-
-* :func:`describe` — the notebook's walk through SSD300: extractor layers beside VGG16's, feature-map shapes,
-  anchors per location and level, predictor widths, default-box sizes, parameters and FLOPs.
-* :func:`anchor_fit` — "do small objects get default boxes?" answered for a dataset: each object's best
-  default-box IoU, how many default boxes reach IoU >= 0.5, coverage per size bucket, and a recommended
-  config that covers the data.
-"""
+"""Do the objects get default boxes? Each object's best default-box IoU, how many default boxes reach the match
+threshold, coverage per size bucket, and a search for a config that covers the data (the notebook's question,
+answered for a dataset)."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from ssdkit.anchors import default_boxes_for, level_of_default_boxes, wh_pairs
+from ssdkit.anchors import default_boxes_for, wh_pairs
 from ssdkit.boxes import change_box_order
 from ssdkit.config import ModelConfig, feature_map_sizes
-from ssdkit.errors import SSDKitError
-from ssdkit.models import build_model
 
-# ----------------------------------------------------------------------------------------------- describe
+__all__ = ["SIZE_BUCKETS", "object_boxes_at_input", "match_stats", "coverage_report", "recommend_config",
+           "anchor_fit", "default_box_sizes"]
 
-
-def describe(cfg: ModelConfig | str | None = None, num_classes: int | None = None) -> dict:
-    """Everything the notebook printed about a model, as plain data (JSON-able) (``ssdkit describe``).
-
-    Args:
-        cfg: a :class:`ModelConfig`, or a preset name / config YAML path (default ``ssd300``).
-        num_classes: overrides the config's class count (including background).
-
-    Runs the network on the ``meta`` device: shapes and FLOPs cost no computation.
-    """
-    from torchvision.models.vgg import vgg16
-
-    from ssdkit.config import model_config_from_arg, replace_model
-
-    if not isinstance(cfg, ModelConfig):
-        cfg = model_config_from_arg(cfg, num_classes)
-    elif num_classes is not None:
-        cfg = replace_model(cfg, num_classes=num_classes)
-
-    with torch.device("meta"):
-        model = build_model(cfg).eval()
-        vgg = vgg16(num_classes=cfg.num_classes) if cfg.width_mult == 1 and not cfg.batch_norm else None
-        x = torch.empty(1, 3, cfg.input_size, cfg.input_size)
-        fms = model.extractor(x)
-        flops = FlopCounterMode(display=False)
-        with flops:
-            loc, cls = model(x)
-    layers = []
-    ext = model.extractor
-    for i, layer in enumerate(ext.features.layers):
-        layers.append({"name": f"features.layers.{i}", "layer": repr(layer),
-                       "vgg16": repr(vgg.features[i]) if vgg is not None else None})
-    vgg_tail = {"conv5_1": 24, "conv5_2": 26, "conv5_3": 28}
-    for name in ext.layer_names:
-        idx = vgg_tail.get(name)
-        layers.append({"name": name, "layer": repr(getattr(ext, name)),
-                       "vgg16": repr(vgg.features[idx]) if (vgg is not None and idx is not None) else None})
-    levels = []
-    for k, (fm, f) in enumerate(zip(fms, cfg.fm_sizes)):
-        pairs = wh_pairs(cfg.box_sizes[k], cfg.box_sizes[k + 1], cfg.aspect_ratios[k])
-        levels.append({
-            "level": k,
-            "feature_map": list(fm.shape[1:]),
-            "anchors_per_location": cfg.num_anchors[k],
-            "default_boxes": f * f * cfg.num_anchors[k],
-            "step": cfg.steps[k],
-            "box_size": cfg.box_sizes[k],
-            "box_wh": [[round(w, 4), round(h, 4)] for w, h in pairs],
-            "loc_channels": model.loc_layers[k].out_channels,
-            "cls_channels": model.cls_layers[k].out_channels,
-        })
-    return {
-        "arch": cfg.arch,
-        "input_size": cfg.input_size,
-        "num_classes": cfg.num_classes,
-        "width_mult": cfg.width_mult,
-        "layers": layers,
-        "levels": levels,
-        "total_default_boxes": int(loc.shape[1]),
-        "outputs": {"loc_preds": list(loc.shape), "cls_preds": list(cls.shape)},
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "gflops_per_image": flops.get_total_flops() / 1e9,  # 2 FLOPs per multiply-add
-    }
-
-
-def format_description(d: dict) -> str:
-    """Human-readable text of :func:`describe`'s result."""
-    lines = [f"{d['arch'].upper()}  input {d['input_size']}x{d['input_size']}  num_classes {d['num_classes']} "
-             f"(incl. background)  width x{d['width_mult']}", "", "Extractor layers (ssdkit  vs  torchvision VGG16):"]
-    for layer in d["layers"]:
-        other = f"  vs  {layer['vgg16']}" if layer["vgg16"] else ""
-        lines.append(f"  {layer['name']:<20} {layer['layer']}{other}")
-    lines += ["", f"{'level':>5} {'feature map':>16} {'anchors/loc':>11} {'boxes':>7} {'step':>6} {'loc ch':>7} "
-              f"{'cls ch':>7}  default box sizes (w x h)"]
-    for lv in d["levels"]:
-        fm = "x".join(str(v) for v in lv["feature_map"])
-        sizes = ", ".join(f"{w:g}x{h:g}" for w, h in lv["box_wh"])
-        lines.append(f"{lv['level']:>5} {fm:>16} {lv['anchors_per_location']:>11} {lv['default_boxes']:>7} "
-                     f"{lv['step']:>6} {lv['loc_channels']:>7} {lv['cls_channels']:>7}  {sizes}")
-    lines += [
-        "",
-        f"default boxes: {d['total_default_boxes']}   "
-        f"(per level {' + '.join(str(lv['default_boxes']) for lv in d['levels'])})",
-        f"outputs: loc_preds {d['outputs']['loc_preds']}, cls_preds {d['outputs']['cls_preds']}",
-        f"parameters: {d['parameters']:,}   FLOPs per image: {d['gflops_per_image']:.2f} GFLOPs",
-    ]
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------- anchor fit
 
 SIZE_BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, math.inf))
 
@@ -288,70 +190,9 @@ def anchor_fit(samples: Sequence, cfg: ModelConfig, iou_threshold: float = 0.5, 
     return result
 
 
-def anchors_report(
-    data: str,
-    model: str | ModelConfig | None = None,
-    split: str | None = None,
-    format: str | None = None,
-    classes=None,
-    iou_threshold: float = 0.5,
-    plot: str | os.PathLike | None = None,
-) -> dict:
-    """``ssdkit anchors``: :func:`anchor_fit` of the objects of ``data`` (opened by
-    :func:`ssdkit.data.sources.build_source`, annotations only) under ``model`` (a preset name, a config YAML or a
-    :class:`ModelConfig`; default ``ssd300``), with an optional PNG of object sizes against the default boxes.
-
-    Returns:
-        :func:`anchor_fit`'s dict without the per-object sizes, plus ``"plot"`` (the PNG's path or None).
-
-    Raises:
-        SSDKitError: ``iou_threshold`` outside (0, 1]; DataError / ConfigError from the data or the model.
-    """
-    from ssdkit.config import model_config_from_arg
-    from ssdkit.data.sources import build_source
-
-    if not 0 < iou_threshold <= 1:
-        raise SSDKitError(f"iou: must be in (0, 1], got {iou_threshold}")
-    source = build_source(data, split=split, format=format, classes=classes)
-    num_classes = max(2, len(source.class_names) + 1)
-    cfg = model if isinstance(model, ModelConfig) else model_config_from_arg(model, num_classes)
-    result = anchor_fit([source.sample(i) for i in range(len(source))], cfg, iou_threshold=iou_threshold)
-    wh = result.pop("object_wh")
-    result["plot"] = None
-    if plot is not None:
-        from ssdkit.viz import plot_anchor_fit
-
-        plot_anchor_fit(wh, default_box_sizes(cfg), plot)
-        result["plot"] = str(plot)
-    return result
-
-
-def format_anchor_fit(r: dict) -> str:
-    lines = [f"objects: {r['objects']}   input {r['input_size']}   box_sizes {r['box_sizes']}"]
-    if r["objects"]:
-        lines.append(f"covered (>=1 default box at IoU >= {r['iou_threshold']}): {r['covered']}/{r['objects']} "
-                     f"= {100 * r['coverage']:.1f}%   mean best IoU {r['mean_best_iou']:.3f}   "
-                     f"median matches {r['median_matches']:g}")
-        lines.append(f"{'size (sqrt area, px)':>28} {'objects':>8} {'coverage':>9} {'best IoU':>9} {'matches':>8}")
-        for b in r["buckets"]:
-            if b["objects"]:
-                lines.append(f"{b['bucket']:>28} {b['objects']:>8} {100 * b['coverage']:>8.1f}% "
-                             f"{b['mean_best_iou']:>9.3f} {b['mean_matches']:>8.1f}")
-    rec = r.get("recommended")
-    if rec:
-        lines += ["", f"recommended config (coverage {100 * rec['coverage']:.1f}%):", rec["snippet"].rstrip()]
-    if r.get("plot"):
-        lines.append(f"plot: {r['plot']}")
-    return "\n".join(lines)
-
-
 def default_box_sizes(cfg: ModelConfig) -> list[tuple[float, float]]:
     """Distinct default box ``(w, h)`` shapes of every level (for plots)."""
     out = []
     for k in range(len(cfg.fm_sizes)):
         out += wh_pairs(cfg.box_sizes[k], cfg.box_sizes[k + 1], cfg.aspect_ratios[k])
     return out
-
-
-__all__ = ["describe", "format_description", "anchor_fit", "anchors_report", "format_anchor_fit", "coverage_report",
-           "match_stats", "recommend_config", "default_box_sizes", "level_of_default_boxes"]
