@@ -1,4 +1,5 @@
-"""End-to-end inference speed: ssdkit (eager, channels_last, torch.compile, onnxruntime) vs torchvision's SSD300.
+"""End-to-end inference speed: ssdkit (eager, channels_last, torch.compile, onnxruntime fp32 / int8, OpenVINO fp32 /
+int8) vs torchvision's SSD300.
 
 End to end = read the JPEG from disk, decode, resize to 300x300, normalise, forward, decode + per-class NMS, boxes
 back in original pixels. Equal settings everywhere: 21 classes, score > 0.01, NMS IoU 0.45, top-k 200 candidates per
@@ -14,6 +15,11 @@ x images/s, divided by the fp32 matmul FLOP/s measured with a large ``torch.mm``
     python benchmarks/bench_infer.py --width-mult 0.5 --no-compile --json
 
 The torchvision ratio is like for like only at ``--width-mult 1`` (torchvision's model is always full width).
+
+int8 rows (onnxruntime QDQ, OpenVINO NNCF) are calibrated on the benchmark's own JPEGs (random weights: these rows
+measure speed, not accuracy; ``ssdkit.benchmark`` and the export parity check measure the mAP change). OpenVINO rows
+need the ``openvino`` (and for int8 ``nncf``) package and are skipped without; they run float32 as float32
+(``INFERENCE_PRECISION_HINT=f32``, not OpenVINO's bf16 default on CPUs with bf16 units).
 """
 
 from __future__ import annotations
@@ -125,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 runners (onnxruntime, OpenVINO)")
+    ap.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO runners")
     ap.add_argument("--forward-only", action="store_true", help="skip the end-to-end runs")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -170,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
                 runners["ssdkit torch.compile"] = detector_runner(torch.compile(build_model(cfg).eval().to(device)),
                                                                   False)
             runners.update(onnx_runners(model, cfg, Path(tmp), say))
+            runners.update(file_runners(model, cfg, Path(tmp), paths, say, int8=not args.no_int8,
+                                        openvino=not args.no_openvino))
 
             from torchvision.models.detection import ssd300_vgg16
 
@@ -302,6 +312,54 @@ def onnx_runners(model: nn.Module, cfg, tmp: Path, say) -> dict:
 
     out["onnxruntime (ssdkit decode)"] = run_raw
     out["onnxruntime (NMS in graph)"] = run_nms
+    return out
+
+
+class _JpegSource:
+    """The benchmark's JPEGs as a calibration source (``len``, ``load_image(i)``)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load_image(self, i: int) -> torch.Tensor:
+        return load_image(self.paths[i])
+
+
+def file_runners(model: nn.Module, cfg, tmp: Path, paths: list[Path], say, int8: bool = True,
+                 openvino: bool = True) -> dict:
+    """Runners of exported files through ``ssdkit.backends.load_exported`` (what ``Detector.from_file`` runs):
+    onnxruntime int8, OpenVINO fp32 and int8, each with ssdkit's decode. Missing packages: reported, skipped."""
+    from ssdkit.backends import load_exported
+    from ssdkit.benchmark import e2e_runner
+    from ssdkit.config import Config
+    from ssdkit.errors import SSDKitError
+    from ssdkit.export import export_onnx, export_openvino
+
+    names = [f"c{i}" for i in range(cfg.num_classes - 1)]
+    calib = _JpegSource(paths)
+    jobs = []
+    if int8:
+        jobs.append(("onnxruntime int8 (ssdkit decode)", export_onnx, "int8.onnx", True))
+    if openvino:
+        jobs.append(("openvino (ssdkit decode)", export_openvino, "ov.xml", False))
+        if int8:
+            jobs.append(("openvino int8 (ssdkit decode)", export_openvino, "ov-int8.xml", True))
+    out = {}
+    for name, exporter, file, quantize in jobs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kwargs = {"int8": True, "calib": calib, "calib_count": len(paths)} if quantize else {}
+                exporter(model, tmp / file, class_names=names, **kwargs)
+                runner = load_exported(tmp / file)[0]
+        except (SSDKitError, ImportError) as e:
+            say(f"skip {name}: {str(e).splitlines()[0][:160]}")
+            continue
+        run = e2e_runner(runner, Config(model=cfg))
+        out[name] = run
     return out
 
 

@@ -49,6 +49,10 @@ def test_bench_infer_runs_every_runner():
     assert {"ssdkit eager b1", "ssdkit channels_last b1", "torchvision ssd300_vgg16 b1"} <= set(e2e)
     assert all(v is None or v > 0 for v in e2e.values())
     assert "ssdkit channels_last b1 / torchvision" in result["ratios_vs_torchvision"]
+    if importlib.util.find_spec("onnxruntime"):
+        assert e2e["onnxruntime int8 (ssdkit decode) b1"] > 0
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        assert e2e["openvino (ssdkit decode) b1"] > 0 and e2e["openvino int8 (ssdkit decode) b1"] > 0
     fwd = result["forward"]
     assert fwd["gflops_per_image"] > 0 and fwd["channels_last"]["pct_of_flop_limit"] > 0
 

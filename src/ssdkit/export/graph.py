@@ -17,11 +17,10 @@ Normalisation (``(x / 255 - mean) / std``, channel order) is inside the graph. O
   padding: score 0, label -1, box 0. ``D = max_detections`` (200). Scale boxes by ``(W/S, H/S)`` to get original
   pixels. In ONNX, NMS is the standard ``NonMaxSuppression`` operator (batched over images and classes natively).
 
-The ssdkit config, class names, decode settings and this I/O description are stored with each file: ONNX
-``metadata_props``, TorchScript ``extra_files["ssdkit.json"]``, safetensors ``__metadata__``.
-
-ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``): the ``torch.export`` one needs onnxscript,
-which is not a dependency; it warns of deprecation, which is silenced here.
+The ssdkit config, class names, decode settings, precision (``fp32`` / ``int8``) and this I/O description are
+stored with each file (:func:`metadata`, every value a string): ONNX ``metadata_props``, TorchScript and pt2
+``extra_files["ssdkit.json"]`` (one JSON object), OpenVINO ``rt_info["ssdkit"][key]`` of the ``.xml``,
+safetensors ``__metadata__``. :func:`ssdkit.backends.load_exported` reads them back and refuses files without them.
 """
 
 from __future__ import annotations
@@ -42,7 +41,8 @@ from ssdkit.errors import SSDKitError
 from ssdkit.inference import Detector, resolve_preset
 from ssdkit.postprocess import PaddedDecoder
 
-__all__ = ["ExportModule", "INPUT_DOC", "source", "metadata", "decode_settings", "example", "default_out", "info"]
+__all__ = ["ExportModule", "INPUT_DOC", "SUFFIXES", "source", "prepare", "output_names", "metadata", "decode_settings",
+           "example", "default_out", "info"]
 
 INPUT_DOC = "images: float32 [N, 3, {s}, {s}] RGB 0-255, resized to {s}x{s} (bilinear, no letterbox)"
 
@@ -59,15 +59,16 @@ class ExportModule(nn.Module):
         self.normalizer = InputNormalizer(config)
         self.model = model
         self.decoder = None if decode is None else PaddedDecoder(SSDBoxCoder(config), **decode, onnx_nms=onnx_nms)
+        if self.decoder is not None:
+            # build the default boxes now: built inside a torch.export trace, their grid checks are data-dependent
+            # guards that torch.export cannot trace
+            self.decoder.coder.decode_anchors(torch.device("cpu"))
 
     def forward(self, images: torch.Tensor):  # noqa: ANN201
         loc, logits = self.model(self.normalizer(images))
         if self.decoder is None:
             return loc, logits
         return self.decoder(loc, logits)
-
-
-
 
 
 def source(model_or_checkpoint: Any, class_names: Sequence[str] | None = None):
@@ -94,7 +95,10 @@ def source(model_or_checkpoint: Any, class_names: Sequence[str] | None = None):
 
 
 def metadata(cfg: Config, class_names: Sequence[str], fmt: str, decode: dict | None,
-              dynamic_batch: bool = True) -> dict[str, str]:
+              dynamic_batch: bool = True, precision: str = "fp32") -> dict[str, str]:
+    """The metadata every exported file carries, as ``{key: str}`` (JSON strings for structured values):
+    ``format`` (``ssdkit-<fmt>``), ``ssdkit_version``, ``config``, ``class_names``, ``decode`` (null = raw
+    outputs), ``dynamic_batch``, ``precision``, ``input``, ``outputs``."""
     from ssdkit import __version__
 
     s = cfg.model.input_size
@@ -115,9 +119,24 @@ def metadata(cfg: Config, class_names: Sequence[str], fmt: str, decode: dict | N
         "class_names": json.dumps(list(class_names)),
         "decode": json.dumps(decode),
         "dynamic_batch": json.dumps(dynamic_batch),
+        "precision": precision,
         "input": INPUT_DOC.format(s=s),
         "outputs": json.dumps(outputs),
     }
+
+
+def prepare(model_or_checkpoint: Any, class_names: Sequence[str] | None, with_postprocess: bool, preset: str,
+            overrides: dict, onnx_nms: bool = False) -> tuple[ExportModule, Config, tuple[str, ...], dict | None]:
+    """What every graph exporter starts from: ``(ExportModule in eval mode, Config, class names, decode settings or
+    None)``; ``onnx_nms`` picks the NMS that exports to ONNX's ``NonMaxSuppression``."""
+    model, cfg, names = source(model_or_checkpoint, class_names)
+    decode = decode_settings(with_postprocess, preset, overrides)
+    return ExportModule(model, cfg.model, decode, onnx_nms=onnx_nms).eval(), cfg, names, decode
+
+
+def output_names(decode: dict | None) -> list[str]:
+    """The graph's output names: raw ``loc, cls_logits``, or the four padded postprocess outputs."""
+    return ["loc", "cls_logits"] if decode is None else ["boxes", "scores", "labels", "num_detections"]
 
 
 def decode_settings(with_postprocess: bool, preset: str, overrides: dict) -> dict | None:
@@ -144,20 +163,27 @@ def example(cfg: ModelConfig, n: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def default_out(checkpoint: Any, fmt: str, with_postprocess: bool) -> Path:
+#: File name endings of each format (OpenVINO writes ``.bin`` weights beside the ``.xml``).
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors", "pt2": ".pt2",
+            "openvino": ".xml"}
+
+
+def default_out(checkpoint: Any, fmt: str, with_postprocess: bool, int8: bool = False) -> Path:
+    """``<checkpoint stem>[-nms][-int8]<suffix>`` beside the checkpoint (``ssd...`` for in-memory models)."""
     base = Path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else Path("ssd")
     stem = base.with_suffix("")
-    tag = "-nms" if with_postprocess else ""
-    suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}[fmt]
-    return stem.parent / f"{stem.name}{tag}{suffix}"
+    tag = ("-nms" if with_postprocess else "") + ("-int8" if int8 else "")
+    return stem.parent / f"{stem.name}{tag}{SUFFIXES[fmt]}"
 
 
-
-def info(path: Any, fmt: str, decode: dict | None, cfg: Config, size: int) -> dict[str, Any]:
+def info(path: Any, fmt: str, decode: dict | None, cfg: Config, size: int, precision: str = "fp32") -> dict[str, Any]:
+    """The exporters' return value: ``{"path", "format", "precision", "with_postprocess", "input", "outputs",
+    "size_mb"}``."""
     meta = metadata(cfg, [], fmt, decode)
     return {
         "path": str(path),
         "format": fmt,
+        "precision": precision,
         "with_postprocess": decode is not None,
         "input": meta["input"],
         "outputs": json.loads(meta["outputs"]),

@@ -1,4 +1,5 @@
-"""TorchScript export (a traced module; deprecated upstream in favour of ``torch.export``, kept while it lives)."""
+"""TorchScript export (a traced module). Deprecated upstream: PyTorch no longer develops TorchScript and points to
+``torch.export``; use ``format="pt2"`` (:mod:`ssdkit.export.pt2`) for new work. Kept for existing deployments."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ssdkit.export.graph import ExportModule, decode_settings, example, info, metadata, source
+from ssdkit.export.graph import example, info, metadata, prepare
 from ssdkit.utils import atomic_write_bytes
 
 __all__ = ["export_torchscript"]
@@ -30,9 +31,7 @@ def export_torchscript(
     Load with ``torch.jit.load(path)``; metadata is in ``extra_files={"ssdkit.json": ""}``. Batch size is dynamic.
     Arguments and return value as :func:`export_onnx`.
     """
-    model, cfg, names = source(model_or_checkpoint, class_names)
-    decode = decode_settings(with_postprocess, preset, overrides)
-    module = ExportModule(model, cfg.model, decode, onnx_nms=False).eval()
+    module, cfg, names, decode = prepare(model_or_checkpoint, class_names, with_postprocess, preset, overrides)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript deprecation notice
         traced = torch.jit.trace(module, (example(cfg.model, 2),), check_trace=False)
