@@ -185,3 +185,34 @@ def test_detector_is_exported_from_the_package():
     # a fresh interpreter: the package import has no cycle through ssdkit.inference
     code = "from ssdkit import Detector; import ssdkit.inference as i; assert Detector is i.Detector"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bf16_and_exported_files_give_the_checkpoints_detections(tmp_path, tiny_checkpoint):
+    from ssdkit.export import export_onnx
+
+    images = [torch.from_numpy(_image(120, 160, seed=s)).permute(2, 0, 1) for s in (1, 2)]
+    ref = Detector.from_checkpoint(tiny_checkpoint, device="cpu", preset="evaluate")(images)
+    bf16 = Detector.from_checkpoint(tiny_checkpoint, device="cpu", preset="evaluate", precision="bf16")
+    assert bf16.precision == "bf16" and next(bf16.model.parameters()).dtype == torch.bfloat16
+    top = bf16(images)
+    for a, b in zip(ref, top):  # bf16 moves boxes by a pixel or so: the most confident ones are still found
+        assert len(b["scores"]) > 0
+        for box, label in zip(a["boxes"][:5], a["labels"][:5]):
+            same = b["boxes"][b["labels"] == label]
+            assert len(same) and float((same - box).abs().amax(1).min()) < 4.0
+    onnx = tmp_path / "m.onnx"
+    export_onnx(tiny_checkpoint, onnx)
+    from_file = Detector.from_file(onnx, preset="evaluate")
+    assert from_file.exported and from_file.class_names == ref_names(tiny_checkpoint)
+    for a, b in zip(ref, from_file(images)):
+        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+    with pytest.raises(SSDKitError, match="precision"):
+        Detector.from_file(onnx, precision="bf16")
+    with pytest.raises(SSDKitError, match="precision"):
+        Detector.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp8")
+
+
+def ref_names(path):
+    from ssdkit.checkpoint import load_checkpoint
+
+    return tuple(load_checkpoint(path)["class_names"])

@@ -29,11 +29,12 @@ from typing import Any
 
 import torch
 
+from ssdkit.choices import BENCHMARK_FORMATS
 from ssdkit.errors import SSDKitError
 
 __all__ = ["FORMATS", "benchmark", "format_benchmark", "e2e_runner"]
 
-FORMATS = ("eager", "eager-bf16", "compile", "onnx", "onnx-int8", "openvino", "openvino-int8", "pt2")
+FORMATS = BENCHMARK_FORMATS
 
 
 def _reason(e: BaseException) -> str:

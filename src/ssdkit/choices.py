@@ -54,8 +54,19 @@ DEVICES = ("auto", "cpu", "cuda")
 TILE_MERGES = ("nms", "nmm", "greedy_nmm")
 TILE_MATCHES = ("iou", "ios")
 
-#: ``ssdkit export --format``.
-EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
+#: ``ssdkit export --format`` (torchscript: deprecated upstream in favour of torch.export, kept while it lives).
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "openvino")
+#: Formats that can be written as int8 (``--int8 --calib DATA``).
+INT8_FORMATS = ("onnx", "openvino")
+
+#: Inference precision of an eager model (``--precision``).
+PRECISIONS = ("fp32", "bf16")
+
+#: ``ssdkit benchmark --formats``.
+BENCHMARK_FORMATS = ("eager", "eager-bf16", "compile", "onnx", "onnx-int8", "openvino", "openvino-int8", "pt2")
+
+#: Files ``ssdkit predict`` reads as videos (by extension).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
 #: ``ssdkit import-weights --from``.
 IMPORT_SOURCES = ("torchvision", "amdegroot", "torchcv")

@@ -115,7 +115,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate(args.checkpoint, args.data, gt=args.gt, detections=args.detections, metric=args.metric,
                       split=args.split, format=args.format, batch_size=args.batch, device=args.device,
                       plot_dir=args.plot_dir, progress=not args.json, tile=_tile(args), report=args.report,
-                      size_ranges=args.size_ranges)
+                      size_ranges=args.size_ranges, precision=args.precision)
     _emit(args, {k: v for k, v in result.items() if k not in ("precision", "recall")}, format_metrics)
     return 0
 
@@ -125,7 +125,7 @@ def cmd_predict(args) -> int:
 
     summary = predict(args.checkpoint, args.inputs, args.out, score=args.score, batch=args.batch,
                       device=args.device, draw=not args.no_draw, progress=not args.json, tile=_tile(args),
-                      gt=args.gt)
+                      gt=args.gt, precision=args.precision, every=args.every)
 
     def text(s):  # predict already wrote one "skipped: ..." line per file on stderr as it went: count them only
         skipped = f", {len(s['skipped'])} skipped (listed above)" if s["skipped"] else ""
@@ -138,8 +138,19 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from ssdkit.export import export
 
-    result = export(args.checkpoint, args.format, out=args.out, with_postprocess=args.with_postprocess)
+    result = export(args.checkpoint, args.format, out=args.out, with_postprocess=args.with_postprocess,
+                    int8=args.int8, calib=args.calib, calib_count=args.calib_count, eval_count=args.eval_count)
     _emit(args, result, lambda r: "\n".join(f"{k}: {v}" for k, v in r.items()))
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ssdkit.benchmark import benchmark, format_benchmark
+
+    result = benchmark(args.checkpoint, args.data, formats=args.formats, batches=args.batch, repeat=args.repeat,
+                       images=args.images, eval_count=args.eval_count, calib_count=args.calib_count,
+                       say=None if args.json else print)
+    _emit(args, result, format_benchmark)
     return 0
 
 
@@ -192,6 +203,33 @@ def _tile(args):
 
     return TileSpec(size=args.tile, overlap=args.tile_overlap, full_image=args.tile_full_image,
                     merge=args.tile_merge, match=args.tile_match)
+
+
+def _precision_arg(sp) -> None:
+    sp.add_argument("--precision", default="fp32", choices=choices.PRECISIONS,
+                    help="bf16: weights in bfloat16 (several times faster on CPUs with AMX/AVX512-BF16; falls back "
+                         "to fp32 with a warning elsewhere)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,8, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _name_list(allowed):  # noqa: ANN202
+    def parse(text: str) -> list[str]:
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"expected names from {', '.join(allowed)}, got {text!r}")
+        return names
+
+    return parse
 
 
 def _tile_size(text: str) -> int | str:
@@ -288,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="VOC07 / VOC / COCO mAP of a checkpoint, or of a COCO results file")
-    sp.add_argument("--checkpoint", default=None)
+    sp.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
+                    help="an ssdkit checkpoint, or a file ssdkit export wrote (ONNX, OpenVINO .xml, .pt2)")
     _data_args(sp, required=False)
     sp.add_argument("--gt", default=None, help="COCO ground-truth JSON (with --detections)")
     sp.add_argument("--detections", default=None,
@@ -297,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metric", default="voc07", choices=choices.METRICS)
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    _precision_arg(sp)
     sp.add_argument("--plot-dir", default=None, help="write PR curves (PNG) here")
     sp.add_argument("--report", default=None, metavar="DIR",
                     help="write the error report here: confusion matrix, P/R/F1 and the best score threshold, TIDE "
@@ -308,28 +348,52 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_evaluate)
 
     visualize = choices.DECODE_PRESETS[choices.PREDICT_PRESET]["score_thresh"]
-    sp = sub.add_parser("predict", help="detect objects in images; COCO results JSON and drawn images")
-    sp.add_argument("--checkpoint", required=True)
-    sp.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    sp = sub.add_parser("predict", help="detect objects in images and videos; COCO results JSON, drawn images")
+    sp.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
+                    help="an ssdkit checkpoint, or a file ssdkit export wrote (ONNX, OpenVINO .xml, .pt2)")
+    sp.add_argument("inputs", nargs="+", help="image files, folders, globs or videos (mp4, mkv, avi, ...)")
     sp.add_argument("--out", default="predictions")
     sp.add_argument("--score", type=float, default=None,
                     help=f"score threshold (default: the {choices.PREDICT_PRESET!r} preset's {visualize})")
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     sp.add_argument("--no-draw", action="store_true")
+    _precision_arg(sp)
+    sp.add_argument("--every", type=int, default=1, help="videos: process one frame in N (default every frame)")
     sp.add_argument("--gt", default=None, help="a COCO ground truth: take image and category ids from it (by file "
                                                "name and class name) so evaluate --gt reads the results directly")
     _tile_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)
 
-    sp = sub.add_parser("export", help="export to ONNX / TorchScript / safetensors with a parity check")
+    sp = sub.add_parser("export", help="export to ONNX / OpenVINO / torch.export / TorchScript / safetensors, with a "
+                                       "parity check (int8: the mAP change)")
     sp.add_argument("--checkpoint", required=True)
-    sp.add_argument("--format", required=True, choices=choices.EXPORT_FORMATS)
+    sp.add_argument("--format", required=True, choices=choices.EXPORT_FORMATS,
+                    help="onnx | openvino | pt2 (torch.export) | safetensors (weights) | torchscript (deprecated "
+                         "upstream in favour of torch.export; kept while PyTorch keeps it)")
     sp.add_argument("--with-postprocess", action="store_true", help="put decoding and NMS in the graph")
+    sp.add_argument("--int8", action="store_true",
+                    help=f"static int8 quantization ({', '.join(choices.INT8_FORMATS)}), calibrated on --calib")
+    sp.add_argument("--calib", default=None, help="calibration data for --int8 (a dataset path or 'shapes')")
+    sp.add_argument("--calib-count", type=int, default=300, help="calibration images (default 300)")
+    sp.add_argument("--eval-count", type=int, default=200, help="images the int8 mAP change is measured on")
     sp.add_argument("--out", default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("benchmark", help="mAP and end-to-end ms/img of every export format and precision, one table")
+    sp.add_argument("--checkpoint", required=True)
+    sp.add_argument("--data", required=True, help="evaluation (and int8 calibration) data: a dataset path or 'shapes'")
+    sp.add_argument("--formats", type=_name_list(choices.BENCHMARK_FORMATS), default=None,
+                    help=f"comma-separated, from {', '.join(choices.BENCHMARK_FORMATS)} (default all available)")
+    sp.add_argument("--batch", type=_int_list, default=(1, 8), help="batch sizes timed, e.g. 1,8 (default)")
+    sp.add_argument("--repeat", type=int, default=3, help="timed passes per format and batch; the best is kept")
+    sp.add_argument("--images", type=int, default=16, help="images per timed pass")
+    sp.add_argument("--eval-count", type=int, default=200, help="images the mAP is computed on (0: none)")
+    sp.add_argument("--calib-count", type=int, default=300, help="int8 calibration images")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_benchmark)
 
     sp = sub.add_parser("import-weights", help="convert torchvision / amdegroot / torchcv SSD weights")
     sp.add_argument("--from", dest="source", required=True, choices=choices.IMPORT_SOURCES)

@@ -22,6 +22,7 @@ Thresholds come from named presets (:data:`ssdkit.choices.DECODE_PRESETS`), neve
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,36 @@ def resolve_preset(preset: str, **overrides: Any) -> dict[str, float | int]:
     return settings
 
 
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """What a model file holds: ``(model, Config, class_names)``. An ssdkit checkpoint gives the SSD on
+    ``device``; a file ``ssdkit export`` wrote gives its runner (:func:`ssdkit.backends.load_exported`).
+
+    Raises:
+        CheckpointError: a missing or unreadable file, or one ssdkit did not write.
+    """
+    from ssdkit.checkpoint import model_from_checkpoint
+
+    suffix = os.fspath(path).lower()
+    if suffix.endswith((".onnx", ".xml", ".pt2", ".torchscript.pt")):
+        from ssdkit.backends import load_exported
+
+        runner, cfg, names, _ = load_exported(path)
+        return runner, cfg, tuple(names)
+    return model_from_checkpoint(path, device=resolve_device(device))
+
+
+def _check_precision(precision: str, device: torch.device, exported: bool) -> str:
+    if precision not in ("fp32", "bf16"):
+        raise SSDKitError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and exported:
+        raise SSDKitError("precision: an exported file runs at the precision it was exported with")
+    if precision == "bf16" and device.type == "cpu" and not torch.backends.mkldnn.is_available() or (
+            precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        warnings.warn("precision: this CPU has no bfloat16 support; running in float32", stacklevel=3)
+        return "fp32"
+    return precision
+
+
 class Detector:
     """A trained SSD as a callable: images in, detections in original image pixels out.
 
@@ -80,6 +111,11 @@ class Detector:
             Measured faster for SSD300 end to end on this project's CPUs and the usual choice on CUDA;
             ``False`` for NCHW.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"`` autocast (CUDA only; float32 elsewhere).
+        precision: ``"fp32"``, or ``"bf16"``: the model's weights cast to bfloat16 (measured 4.6x faster end to end
+            at batch 8 on an AMX-BF16 Xeon, detections within ~1 px, mAP unchanged); where the CPU has no bf16
+            units a one-line warning says so and float32 runs.
+        model: may also be a runner of an exported file (:func:`ssdkit.backends.load_exported`: ONNX, OpenVINO,
+            pt2, TorchScript), which normalises inside and may have decode baked in.
         tile: a :class:`~ssdkit.data.tiles.TileSpec` for tiled (sliced) inference on large images; ``batch_size``
             then counts windows per forward pass. None: each image resized whole.
         **overrides: ``score_thresh``, ``nms_thresh``, ``top_k``, ``max_detections`` over the preset's values.
@@ -98,6 +134,7 @@ class Detector:
         channels_last: bool = True,
         amp: str = "none",
         tile: TileSpec | None = None,
+        precision: str = "fp32",
         **overrides: Any,
     ) -> None:
         if len(class_names) != config.num_classes - 1:
@@ -117,8 +154,17 @@ class Detector:
         self.batch_size = batch_size
         self.amp = amp
         autocast(amp, self.device)  # validates the name now, not at the first batch
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        self.exported = bool(getattr(model, "takes_pixels", False))
+        self.precision = _check_precision(precision, self.device, self.exported)
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.memory_format = torch.channels_last if channels_last and not self.exported else torch.contiguous_format
+        if self.exported:
+            from ssdkit.backends import check_settings
+
+            check_settings(model, self.settings)  # a file with decode baked in cannot give every setting
+            self.model = model.eval()
+        else:
+            self.model = model.to(self.device, dtype=self.dtype, memory_format=self.memory_format).eval()
         self.normalizer = InputNormalizer(config).to(self.device)
         self.coder = SSDBoxCoder(config)
 
@@ -127,12 +173,18 @@ class Detector:
         cls, path: str | os.PathLike, device: str | torch.device = "auto", preset: str = PREDICT_PRESET,
         **kwargs: Any,
     ) -> Detector:
-        """Build from an ssdkit checkpoint. Raises :class:`ssdkit.errors.CheckpointError` on a bad file."""
-        from ssdkit.checkpoint import model_from_checkpoint
+        """Build from an ssdkit checkpoint or any file ``ssdkit export`` wrote (:func:`load_model`).
 
+        Raises:
+            CheckpointError: a missing or unreadable file, or one ssdkit did not write.
+        """
         dev = resolve_device(device)
-        model, cfg, class_names = model_from_checkpoint(path, device=dev)
+        model, cfg, class_names = load_model(path, dev)
+        if getattr(model, "takes_pixels", False):
+            dev = torch.device("cpu")  # exported runners take and give CPU tensors
         return cls(model, cfg.model, class_names, device=dev, preset=preset, **kwargs)
+
+    from_file = from_checkpoint
 
     @property
     def input_size(self) -> int:
@@ -153,10 +205,14 @@ class Detector:
         """The batched step: ``Tensor[N, 3, S, S]`` RGB 0-255 (uint8, or float) -> N dicts ``boxes``
         ``Tensor[K, 4]`` xyxy input px, ``labels`` ``Tensor[K]`` int64 0-based, ``scores`` ``Tensor[K]``
         (decreasing), on the device, decoded with the detector's settings."""
-        x = self.normalizer(batch.to(self.device, non_blocking=True), self.memory_format)
+        s = self.settings
+        if self.exported:
+            from ssdkit.backends import detections
+
+            return detections(self.model, self.model(batch.float()), self.coder, s)
+        x = self.normalizer(batch.to(self.device, non_blocking=True), self.memory_format).to(self.dtype)
         with autocast(self.amp, self.device):
             loc, logits = self.model(x)
-        s = self.settings
         return self.coder.decode_batch(
             loc.float(), logits.float(), score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"],
             top_k=s["top_k"], max_detections=s["max_detections"], clip=True,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssdkit.choices import PREDICT_PRESET
+from ssdkit.choices import PREDICT_PRESET, VIDEO_EXTENSIONS
 from ssdkit.data.image import IMAGE_EXTENSIONS
 from ssdkit.data.tiles import TileSpec
 from ssdkit.errors import DataError, SSDKitError
@@ -127,6 +127,8 @@ def predict(
     progress: bool = True,
     tile: TileSpec | None = None,
     gt: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    every: int = 1,
 ) -> dict[str, Any]:
     """Run a checkpoint on files, folders and globs; write COCO results, an image index and drawn images.
 
@@ -142,6 +144,11 @@ def predict(
     - one drawn image per input (same name; ``name_2.jpg`` for repeated names) when ``draw``.
 
     ``image_id`` is ``int(stem)`` when all file stems are numbers, else the stem, else the index (repeated stems).
+    Video files (:data:`ssdkit.choices.VIDEO_EXTENSIONS`) among the inputs go through
+    :func:`ssdkit.video.predict_video` (one in ``every`` frames): ``<stem>.detections.json`` and an annotated video
+    in ``out_dir``, listed under ``"videos"``. ``checkpoint`` may be an exported file (ONNX, OpenVINO, pt2,
+    TorchScript); ``precision="bf16"`` runs an eager model in bfloat16.
+
     With ``gt`` (a COCO instances file) the ids are the ground truth's: images by file name, categories by class
     name, so ``ssdkit evaluate --gt GT --detections detections.json`` evaluates them directly.
     Unreadable files are skipped and reported (a line on stderr while the progress bar runs, and in the summary).
@@ -162,8 +169,18 @@ def predict(
     if batch < 1:
         raise SSDKitError(f"batch: must be >= 1, got {batch}")
     detector = Detector.from_checkpoint(checkpoint, device=device, preset=PREDICT_PRESET, score_thresh=score,
-                                        batch_size=batch, tile=tile)
+                                        batch_size=batch, tile=tile, precision=precision)
     out = Path(out_dir)
+    videos = [Path(i) for i in inputs if Path(i).suffix.lower() in VIDEO_EXTENSIONS]
+    inputs = [i for i in inputs if Path(i).suffix.lower() not in VIDEO_EXTENSIONS]
+    if videos:
+        from ssdkit.video import predict_video
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise SSDKitError(f"every: must be an integer >= 1, got {every!r}")
+        done = [predict_video(detector, v, out, every=every, batch=batch, progress=progress) for v in videos]
+        if not inputs:
+            return {"images": 0, "detections": 0, "skipped": [], "out_dir": str(out), "videos": done}
     files, skipped = expand_inputs(inputs)
     # never read our own outputs (a folder of inputs holding an earlier run's --out), never write over an input
     out_abs = out.resolve()
@@ -248,4 +265,5 @@ def predict(
         "detections_json": str(det_path),
         "images_json": str(index_path),
         "drawn": drawn,
+        "videos": done if videos else [],
     }

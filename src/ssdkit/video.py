@@ -49,13 +49,7 @@ def _detector(detector_or_checkpoint: Any):
     if not isinstance(detector_or_checkpoint, (str, os.PathLike)):
         raise SSDKitError(f"detector: expected a Detector or a checkpoint path, got "
                           f"{type(detector_or_checkpoint).__name__}")
-    path = Path(detector_or_checkpoint)
-    if path.suffix.lower() in _EXPORTED_SUFFIXES or path.name.endswith(".torchscript.pt"):
-        from_file = getattr(Detector, "from_file", None)
-        if from_file is None:
-            raise SSDKitError(f"{path}: exported models need Detector.from_file, which this ssdkit lacks")
-        return from_file(path, preset="visualize")
-    return Detector.from_checkpoint(path, preset="visualize")
+    return Detector.from_file(detector_or_checkpoint, preset="visualize")
 
 
 def open_video(path: str | os.PathLike):

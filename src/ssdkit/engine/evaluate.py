@@ -28,7 +28,7 @@ from ssdkit.config import Config, ModelConfig
 from ssdkit.data.tiles import TileSpec
 from ssdkit.engine.metric import DetectionMAP
 from ssdkit.errors import DataError, SSDKitError
-from ssdkit.inference import Detector
+from ssdkit.inference import Detector, load_model
 from ssdkit.runtime import resolve_device
 
 __all__ = ["create_evaluator", "evaluate_model", "evaluate_checkpoint", "tiled_loader",
@@ -76,6 +76,7 @@ def create_evaluator(
     keep_detections: bool = False,
     tile: TileSpec | None = None,
     batch_size: int = 8,
+    precision: str = "fp32",
 ) -> Engine:
     """An ignite evaluator whose ``state.metrics[metric]`` is the :class:`DetectionMAP` result dict.
 
@@ -92,6 +93,7 @@ def create_evaluator(
         tile: tiled inference (:class:`~ssdkit.data.tiles.TileSpec`); the loader must then yield full-size images
             as a list (:func:`tiled_loader`).
         batch_size: windows per forward pass when tiled.
+        precision: ``"bf16"`` casts the model's weights (only for a model the evaluator owns, not a training one).
 
     The engine's batches are the loader's ``(images uint8 [B, 3, S, S], targets)`` (or, for lists of full-size
     images, ``(list[Tensor[3, H_i, W_i]], targets)``, each image run through the Detector whole); its output is
@@ -103,7 +105,7 @@ def create_evaluator(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     detector = Detector(inner, mcfg, class_names, device=device, preset=EVAL_PRESET,
                         channels_last=memory_format == torch.channels_last, amp=amp, tile=tile,
-                        batch_size=batch_size)
+                        batch_size=batch_size, precision=precision)
 
     def step(engine: Engine, batch) -> tuple[list[dict], list[dict]]:
         images, targets = batch
@@ -146,6 +148,7 @@ def evaluate_model(
     return_detections: bool = False,
     tile: TileSpec | None = None,
     batch_size: int = 8,
+    precision: str = "fp32",
 ) -> dict:
     """mAP of ``model`` over ``loader`` (a :func:`~ssdkit.data.loader.make_loader` loader of an eval-transformed
     :class:`~ssdkit.data.loader.DetectionDataset`; with ``tile``, a :func:`tiled_loader` of full-size images, and
@@ -161,7 +164,7 @@ def evaluate_model(
     names = tuple(class_names) if class_names is not None else tuple(source.class_names)
     evaluator = create_evaluator(model, cfg, names, metric, device, pixel_offset=getattr(source, "format", "") == "voc",
                                  channels_last=channels_last, keep_detections=return_detections, tile=tile,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, precision=precision)
     if progress:
         from ignite.handlers import ProgressBar
 
@@ -187,11 +190,14 @@ def evaluate_checkpoint(
     progress: bool = True,
     return_detections: bool = False,
     tile: TileSpec | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Evaluate a checkpoint on a dataset (``ssdkit evaluate --checkpoint``).
 
     Args:
-        checkpoint: an ssdkit checkpoint (``best.pt``, ``checkpoint_*.pt``, an imported one).
+        checkpoint: an ssdkit checkpoint (``best.pt``, ``checkpoint_*.pt``, an imported one), or a file ``ssdkit
+            export`` wrote (ONNX, OpenVINO, pt2, TorchScript), run by its runtime.
+        precision: ``"fp32"`` or ``"bf16"`` (see :class:`~ssdkit.inference.Detector`).
         data: ``"shapes"`` (the checkpoint's shapes settings; validation images unless ``split`` says train) or
             a dataset path; labels are mapped to the checkpoint's class names.
         split: split of ``data`` (VOC ``test``, COCO ``val2017``, ...).
@@ -210,7 +216,6 @@ def evaluate_checkpoint(
         CheckpointError: unreadable checkpoint; DataError: unreadable data or classes that differ from the
         checkpoint's.
     """
-    from ssdkit.checkpoint import model_from_checkpoint
     from ssdkit.data.loader import DetectionDataset, make_loader
     from ssdkit.data.preprocess import SSDEvalTransform
     from ssdkit.data.sources import build_source
@@ -218,7 +223,9 @@ def evaluate_checkpoint(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SSDKitError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     dev = resolve_device(device)
-    model, cfg, class_names = model_from_checkpoint(checkpoint, dev)
+    model, cfg, class_names = load_model(checkpoint, dev)
+    if getattr(model, "takes_pixels", False):
+        dev = torch.device("cpu")  # exported runners take and give CPU tensors
     if data == SHAPES and split is None:
         split = "val"
     source = build_source(data, cfg.data, split, format=format, classes=class_names)
@@ -240,7 +247,8 @@ def evaluate_checkpoint(
     else:
         loader = tiled_loader(source, batch_size, num_workers=cfg.data.num_workers)
     result = evaluate_model(model, loader, cfg, metric, dev, class_names, progress=progress,
-                            return_detections=return_detections, tile=tile, batch_size=batch_size)
+                            return_detections=return_detections, tile=tile, batch_size=batch_size,
+                            precision=precision)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
     result["class_names"] = list(class_names)

@@ -95,6 +95,7 @@ def evaluate(
     tile: TileSpec | None = None,
     report: str | os.PathLike | None = None,
     size_ranges: Sequence[float] | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """``ssdkit evaluate`` in any of its three modes (module docstring).
 
@@ -141,7 +142,7 @@ def evaluate(
                               "--detections")
         result = evaluate_checkpoint(checkpoint, data, split=split, metric=metric, format=format,
                                      batch_size=batch_size, device=device, progress=progress, tile=tile,
-                                     return_detections=report is not None)
+                                     return_detections=report is not None, precision=precision)
         if report is not None:
             dets, gts = result.pop("detections"), result.pop("ground_truths")
             names, pixel_offset = result["class_names"], result["pixel_offset"]

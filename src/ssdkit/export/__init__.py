@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssdkit.choices import EXPORT_FORMATS
+from ssdkit.choices import EXPORT_FORMATS, INT8_FORMATS
 from ssdkit.errors import SSDKitError
 from ssdkit.export.graph import ExportModule, default_out, source
 from ssdkit.export.onnx import export_onnx
@@ -36,10 +36,8 @@ __all__ = [
     "check_map",
 ]
 
-#: Every format :func:`export` writes (``ssdkit.choices.EXPORT_FORMATS`` plus the ones not yet listed there).
-FORMATS = tuple(dict.fromkeys((*EXPORT_FORMATS, "onnx", "torchscript", "safetensors", "pt2", "openvino")))
-#: Formats that can be written as int8.
-INT8_FORMATS = ("onnx", "openvino")
+#: Every format :func:`export` writes.
+FORMATS = EXPORT_FORMATS
 
 
 def export(checkpoint: str | os.PathLike, format: str, out: str | os.PathLike | None = None,
