@@ -27,7 +27,7 @@ def test_describe_text(capsys):
     [
         (["describe", "--num-classes", "1"], "model.num_classes"),
         (["describe", "--model", "missing.yaml"], "missing.yaml: config file not found"),
-        (["evaluate", "--gt", "x.json"], "--gt and --detections go together"),
+        (["evaluate", "--gt", "x.json"], "--gt goes with --detections"),
         (["predict", "--checkpoint", "nope.pt", "a.jpg"], "nope.pt"),
     ],
 )
