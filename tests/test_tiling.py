@@ -16,8 +16,9 @@ from ssdkit.coder import SSDBoxCoder
 from ssdkit.data.tiles import TILE_MATCHES, TILE_MERGES, TileSpec, window_to_image
 from ssdkit.errors import SSDKitError
 from ssdkit.inference import Detector
+from ssdkit.merge import candidate_pairs, merge_boxes, merge_tiled
 from ssdkit.models import build_model
-from ssdkit.tiling import candidate_pairs, image_windows, merge_boxes, merge_tiled
+from ssdkit.tiling import image_windows
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ into overlapping windows at native resolution, runs each window as an image of i
     image [3, H, W] ──tile_grid──▶ windows [T, 4] (x0, y0, x1, y1) image px, int
         ──crop, resize_image to S x S──▶ Detector.step ──▶ boxes xyxy window-input px (0..S)
         ──window_to_image: p * (window side / S) + offset, per axis──▶ boxes xyxy image px
-        ──ssdkit.tiling.merge_tiled──▶ one set of detections per image
+        ──ssdkit.merge.merge_tiled──▶ one set of detections per image
 
 The grid is SAHI's (``sahi.slicing.get_slice_bboxes``, arXiv 2202.06934): windows of ``size`` px every
 ``stride = size - int(overlap * size)`` px from the top-left corner, the last row and column moved back to end
