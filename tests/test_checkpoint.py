@@ -103,7 +103,8 @@ def test_torch_load_names_the_file_and_what_it_should_be(tmp_path):
 def test_load_model_state_refuses_weights_that_do_not_fit(tmp_path, model):
     other = build_model(replace(CFG.model, num_classes=6))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"w.pt: weights do not fit the model \(missing \[\], unexpected "
+    with pytest.raises(CheckpointError, match=r"w.pt: weights do not fit the model \(the weights are for "
+                                              r"model.num_classes=6, the model has 4; missing \[\], unexpected "
                                               r"\['extra.weight'\], other shapes: cls_layers.0.weight \[24, "):
         load_model_state(model, {**other.state_dict(), "extra.weight": torch.zeros(1)}, tmp_path / "w.pt")
     partial = {k: v for k, v in other.state_dict().items() if not k.startswith("loc_layers.")}
@@ -155,3 +156,75 @@ def test_init_from_a_checkpoint_of_another_architecture(tmp_path, model):
     save_checkpoint(path, torch.nn.Linear(2, 2), CFG, NAMES)
     with pytest.raises(CheckpointError, match="no tensor of the checkpoint fits the model"):
         init_from_checkpoint(model, path)
+
+
+def test_a_checkpoint_of_another_width_or_class_count_is_one_line_naming_the_field(tmp_path, model):
+    """model_from_checkpoint (predict / evaluate / export load through it) on weights that do not fit their own
+    config: one line naming the config field, not load_state_dict's size-mismatch dump."""
+    wide = build_model(replace(CFG.model, width_mult=0.25))
+    path = tmp_path / "wide.pt"
+    save_checkpoint(path, wide, CFG, NAMES)  # the config says width 0.125
+    with pytest.raises(CheckpointError) as err:
+        model_from_checkpoint(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: weights do not fit the model (the weights are for another width")
+    assert "model.width_mult" in msg and "\n" not in msg and "size mismatch" not in msg
+    voc = tmp_path / "voc.pt"
+    save_checkpoint(voc, build_model(replace(CFG.model, num_classes=21)), CFG, NAMES)
+    with pytest.raises(CheckpointError, match=r"voc.pt: .*model.num_classes=21, the model has 4"):
+        model_from_checkpoint(voc)
+
+
+def test_nan_or_inf_weights_are_refused_naming_the_file_and_tensor(tmp_path, model):
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["loc_layers.2.bias"][1] = float("nan")
+    state["cls_layers.0.weight"][0, 0, 0, 0] = float("inf")
+    path = tmp_path / "nan.pt"
+    torch.save({"format": FORMAT, "config": config_to_dict(CFG), "class_names": list(NAMES), "model": state}, path)
+    first = next(k for k in state if k in ("loc_layers.2.bias", "cls_layers.0.weight"))
+    pattern = rf"nan.pt: tensor {first} has 1 NaN/inf value\(s\) of \d+; these weights cannot be used"
+    with pytest.raises(CheckpointError, match=pattern):
+        model_from_checkpoint(path)  # predict, evaluate, export
+    with pytest.raises(CheckpointError, match=pattern):
+        init_from_checkpoint(build_model(CFG.model), path)  # train.init_from
+    with pytest.raises(CheckpointError, match=pattern):
+        load_model_state(build_model(CFG.model), state, path)
+
+
+def _vgg_state(**changes):
+    state = {}
+    for idx, (cin, cout) in zip([0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
+                                [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+                                 (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]):
+        state[f"features.{idx}.weight"] = torch.zeros(cout, cin, 3, 3)
+        state[f"features.{idx}.bias"] = torch.zeros(cout)
+    state.update({"classifier.0.weight": torch.zeros(4096, 25088), "classifier.0.bias": torch.zeros(4096),
+                  "classifier.3.weight": torch.zeros(4096, 4096), "classifier.3.bias": torch.zeros(4096)})
+    for k, v in changes.items():
+        if v is None:
+            del state[k]
+        else:
+            state[k] = v
+    return state
+
+
+def test_pretrained_vgg_without_biases_or_with_wrong_shapes_is_one_line(tmp_path):
+    extractor = build_model(ModelConfig(num_classes=4)).extractor
+    before = extractor.conv6.weight.detach().clone()
+    cases = [
+        ({"features.0.bias": None}, r"no_bias.pth: not a torchvision vgg16 state dict \(missing features.0.bias\)"),
+        ({"features.2.weight": torch.zeros(32, 64, 3, 3)},
+         r"shape.pth: features.2.weight has shape \[32, 64, 3, 3\], expected \[64, 64, 3, 3\]"),
+        ({"classifier.0.weight": torch.zeros(10, 10)}, r"fc.pth: classifier.0.weight has shape \[10, 10\]"),
+        ({"features.5.bias": torch.full((128,), float("nan"))}, r"nan.pth: tensor features.5.bias has 128 NaN/inf"),
+    ]
+    for (changes, match), name in zip(cases, ("no_bias", "shape", "fc", "nan")):
+        path = tmp_path / f"{name}.pth"
+        torch.save(_vgg_state(**changes), path)
+        with pytest.raises(CheckpointError, match=match) as err:
+            load_vgg16_weights(extractor, path)
+        assert "\n" not in str(err.value)
+    assert torch.equal(extractor.conv6.weight, before)  # nothing copied from a bad file
+    path = tmp_path / "good.pth"
+    torch.save(_vgg_state(), path)
+    assert "classifier.0 -> conv6" in load_vgg16_weights(extractor, path)

@@ -111,6 +111,9 @@ def test_unknown_override():
         ({"checkpoint_every": -1}, r"train\.checkpoint_every: must be >= 0 \(0 = at epoch ends only\)"),
         ({"eval_every": -1}, r"train\.eval_every"),
         ({"log_every": 0}, r"train\.log_every"),
+        ({"seed": -1}, r"train\.seed: must be an integer in \[0, 4294967295\] \(what numpy accepts\), got -1"),
+        ({"seed": 2**32}, r"train\.seed: .*got 4294967296"),
+        ({"output_dir": " "}, r"train\.output_dir: must be a folder path"),
     ],
 )
 def test_train_config_validates_itself(train, match):

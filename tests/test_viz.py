@@ -140,3 +140,45 @@ def test_error_plots_empty_and_bad_input(tmp_path):
     with pytest.raises(SSDKitError, match="one row per class"):
         plot_confusion_matrix({"counts": np.zeros((2, 2)), "normalized": np.zeros((2, 2)), "class_names": ["a"]},
                               tmp_path / "x.png")  # fmt: skip
+
+
+def test_training_curves_show_a_single_evaluation_as_its_value(tmp_path):
+    """One evaluation is written as a labelled value; several as a line by iteration (the best marked)."""
+    records = [{"iteration": i, "epoch": 1, "loss": 5 / i, "loc_loss": 2 / i, "cls_loss": 3 / i} for i in range(1, 9)]
+    one = records + [{"iteration": 8, "epoch": 1, "metric": "voc07", "map": 0.4321}]
+    plot_training_curves(one, tmp_path / "one.svg")
+    svg = (tmp_path / "one.svg").read_text()
+    assert "mAP 0.4321" in svg and "one evaluation, at iteration 8" in svg and "voc07" in svg
+    many = records + [{"iteration": i, "epoch": i // 4, "metric": "voc07", "map": m} for i, m in ((4, 0.2), (8, 0.3))]
+    plot_training_curves(many, tmp_path / "many.svg")
+    assert "best 0.3000" in (tmp_path / "many.svg").read_text()
+
+
+def test_run_pictures(tmp_path):
+    from ssdkit.viz_run import batch_grid, plot_labels, predictions_side_by_side
+
+    names = ["cat", "dog", "bird"]
+    boxes = torch.tensor([[10.0, 10, 50, 40], [0, 0, 300, 300], [100, 120, 130, 200]])
+    plot_labels(names, torch.tensor([0, 1, 1]), boxes, torch.tensor([[300, 300], [300, 300], [640, 480]]),
+                tmp_path / "labels.png", num_images=2)
+    plot_labels(names, torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, 2), tmp_path / "empty.png")
+    for name in ("labels.png", "empty.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 600
+
+    images = torch.full((3, 3, 64, 64), 128, dtype=torch.uint8)
+    targets = [{"boxes": boxes[:2] / 5, "labels": torch.tensor([0, 2]), "ignore": torch.tensor([False, True]),
+                "image_id": f"im{i}"} for i in range(3)]
+    grid = batch_grid(images, targets, names)
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    assert grid.shape[2] > 2 * 256 and grid.shape[1] > 2 * 256  # 2 x 2 tiles, each enlarged (at most 4x)
+    assert (grid == torch.tensor(class_color(0)).view(3, 1, 1)).all(0).any()  # a box in the class colour
+
+    image = torch.full((3, 48, 64), 200, dtype=torch.uint8)
+    gt = {"boxes": torch.tensor([[4.0, 4, 30, 30]]), "labels": torch.tensor([1]), "image_id": "a"}
+    det = {"boxes": torch.tensor([[5.0, 5, 31, 31], [0, 0, 10, 10]]), "labels": torch.tensor([1, 2]),
+           "scores": torch.tensor([0.9, 0.1])}
+    side = predictions_side_by_side([(image, gt, det)] * 2, names, 0.5)
+    assert side.shape[1] > 2 * 192 and side.shape[2] > 2 * 256  # two rows of two panels, enlarged 4x
+    assert not (side == torch.tensor(class_color(2)).view(3, 1, 1)).all(0).any()  # the 0.1 box is not drawn
+    assert (side == torch.tensor(class_color(1)).view(3, 1, 1)).all(0).any()

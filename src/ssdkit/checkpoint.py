@@ -39,6 +39,7 @@ __all__ = [
     "load_model_state",
     "model_from_checkpoint",
     "init_from_checkpoint",
+    "check_finite",
 ]
 
 FORMAT = "ssdkit-checkpoint"
@@ -127,10 +128,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def check_finite(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse weights with NaN / infinite values: ``CheckpointError("{path}: tensor {name} has N NaN/inf values
+    ...")`` naming the first such tensor (what a diverged or corrupted run leaves; it would only predict garbage).
+    """
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: tensor {name} has {bad} NaN/inf value(s) of {t.numel()}; these weights "
+                                  "cannot be used (a diverged or corrupted run?)")
+
+
+def _misfit_hint(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], net: torch.nn.Module) -> str:
+    """What a shape mismatch most likely means, in config terms (``model.num_classes``, ``model.width_mult``)."""
+    for k, v in own.items():
+        if k not in state or tuple(state[k].shape) == tuple(v.shape):
+            continue
+        if k.startswith("cls_layers.") and hasattr(net, "num_anchors"):
+            per = net.num_anchors[int(k.split(".")[1])]
+            theirs, ours = state[k].shape[0] / per, v.shape[0] / per
+            if float(theirs).is_integer():
+                return f"the weights are for model.num_classes={int(theirs)}, the model has {int(ours)}; "
+        if k.startswith("loc_layers."):
+            return "the weights have another number of default boxes per location (model.aspect_ratios); "
+        return "the weights are for another width or layer layout (model.width_mult / batch_norm / arch); "
+    return ""
+
+
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Load ``state`` (read from ``path``) into ``model``: every tensor of both, of the same shapes, or
-    ``CheckpointError("{path}: weights do not fit the model (missing [...], unexpected [...])")`` (and the first
-    tensors of another shape), the model left untouched."""
+    """Load ``state`` (read from ``path``) into ``model``: every tensor of both, of the same shapes, all finite.
+
+    Raises:
+        CheckpointError: one line, the model left untouched: ``{path}: weights do not fit the model (...)`` with
+            what the mismatch means (``model.num_classes=21 ... 4``, another width), the missing / unexpected
+            names and the first tensors of another shape; or NaN/inf values (:func:`check_finite`).
+    """
     net = _unwrap(model)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
@@ -140,8 +172,10 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     if missing or unexpected or shapes:
         other = f", other shapes: {'; '.join(shapes[:3])}" if shapes else ""
         raise CheckpointError(
-            f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]}{other})"
+            f"{path}: weights do not fit the model ({_misfit_hint(own, state, net)}missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}{other})"
         )
+    check_finite(state, path)
     net.load_state_dict(state)
 
 
@@ -174,11 +208,13 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> dic
         "warnings": [preprocessing / default-box settings that differ from the checkpoint's]}``.
 
     Raises:
-        CheckpointError: unreadable file, not a single tensor of it fits the model, or a trunk tensor does not.
+        CheckpointError: unreadable file, NaN/inf weights, not a single tensor of it fits the model, or a trunk
+            tensor does not.
     """
     net = _unwrap(model)
     ckpt = load_checkpoint(path)
     state = ckpt["model"]
+    check_finite(state, path)
     own = net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     head_fits = {}

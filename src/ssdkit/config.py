@@ -27,7 +27,7 @@ from ssdkit.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "feature_map_sizes", "ssd300_config",
-    "ssd512_config", "small_objects_config", "replace_model",
+    "ssd512_config", "small_objects_config", "replace_model", "MAX_SEED",
     # from ssdkit.configfile
     "config_from_dict", "config_to_dict", "apply_overrides", "load_config", "save_config", "model_config_from_arg",
 ]
@@ -210,6 +210,10 @@ class DataConfig:
                f"{self.shapes_max_objects}")
 
 
+#: The largest ``train.seed`` (numpy's ``RandomState`` takes 32-bit unsigned seeds).
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation recipe (the SSD paper's by default) and run bookkeeping."""
@@ -276,6 +280,10 @@ class TrainConfig:
                f"must be >= 0 (0 = at epoch ends only), got {self.checkpoint_every}")
         _check(self.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = never evaluate), got {self.eval_every}")
         _check(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
+        # numpy seeds are 32-bit unsigned; each process seeds with seed + rank (wrapped), torch takes any of them
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+               "train.seed", f"must be an integer in [0, {MAX_SEED}] (what numpy accepts), got {self.seed!r}")
+        _check(bool(str(self.output_dir).strip()), "train.output_dir", "must be a folder path, got an empty string")
 
 
 @dataclass(frozen=True)

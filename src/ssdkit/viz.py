@@ -190,32 +190,53 @@ def plot_pr_curves(voc_result: dict, path: str | os.PathLike) -> None:
 
 
 def plot_training_curves(records: Sequence[dict], path: str | os.PathLike) -> None:
-    """Two panels: loss parts by iteration (every key ending in ``loss`` of records with ``"iteration"``) and
-    mAP by epoch (records with ``"epoch"`` and ``"map"``)."""
+    """Two panels: loss parts by iteration (every key ending in ``loss`` of records with ``"iteration"``) and the
+    validation mAP over the evaluations (records with ``"map"``; by iteration when they all have one, else by
+    epoch) as a line with the best marked; a single evaluation is written as its value, not a lone dot."""
     fig, axes = _figure(1, 2, size=(12.0, 4.5))
     ax_loss, ax_map = axes[0, 0], axes[0, 1]
-    loss_keys = sorted({k for r in records if "iteration" in r for k in r if k.endswith("loss")})
+    found = {k for r in records if "iteration" in r for k in r if k.endswith("loss")}
+    loss_keys = sorted(found, key=lambda k: (k != "loss", k))  # the total first
     for k in loss_keys:
         pts = [(r["iteration"], r[k]) for r in records if "iteration" in r and _is_number(r.get(k))]
         if pts:
             x, y = zip(*pts)
-            ax_loss.plot(x, y, label=k)
+            ax_loss.plot(x, y, label=k, marker="o" if len(pts) < 20 else None, markersize=3,
+                         linewidth=2.0 if k == "loss" else 1.2)
     ax_loss.set_xlabel("iteration")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("Training loss")
     ax_loss.grid(alpha=0.3)
     if loss_keys:
         ax_loss.legend(fontsize="small")
-    pts = [(r["epoch"], r["map"]) for r in records if "epoch" in r and _is_number(r.get("map"))]
-    if pts:
+    evals = [r for r in records if _is_number(r.get("map"))]
+    by = "iteration" if evals and all("iteration" in r for r in evals) else "epoch"
+    pts = [(r[by], r["map"]) for r in evals if by in r]
+    metric = next((r["metric"] for r in evals if isinstance(r.get("metric"), str)), None)
+    if len(pts) == 1:
+        (x0, y0), = pts
+        ax_map.text(0.5, 0.55, f"mAP {y0:.4f}", ha="center", va="center", fontsize=22, transform=ax_map.transAxes)
+        ax_map.text(0.5, 0.38, f"one evaluation, at {by} {x0}", ha="center", va="center", fontsize=11,
+                    color="0.35", transform=ax_map.transAxes)
+        ax_map.set_xticks([])
+        ax_map.set_yticks([])
+    elif pts:
         x, y = zip(*pts)
-        ax_map.plot(x, y, marker="o")
+        ax_map.plot(x, y, marker="o", markersize=4, clip_on=False)
+        best = max(range(len(y)), key=lambda i: y[i])
+        ax_map.annotate(f"best {y[best]:.4f}", xy=(x[best], y[best]), xytext=(0, 8), textcoords="offset points",
+                        ha="center", fontsize=9, color="crimson")
+        ax_map.plot([x[best]], [y[best]], marker="o", color="crimson", clip_on=False)
+        top = max(y)
+        ax_map.set_ylim(0, min(1.0, top * 1.15) if top > 0 else 1.0)
+        ax_map.set_xlabel(by)
+        ax_map.set_ylabel("mAP")
+        ax_map.grid(alpha=0.3)
     else:
         ax_map.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax_map.transAxes)
-    ax_map.set_xlabel("epoch")
-    ax_map.set_ylabel("mAP")
-    ax_map.set_title("Validation mAP")
-    ax_map.grid(alpha=0.3)
+        ax_map.set_xticks([])
+        ax_map.set_yticks([])
+    ax_map.set_title(f"Validation mAP ({metric})" if metric else "Validation mAP")
     _save_figure(fig, path)
 
 

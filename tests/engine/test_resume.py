@@ -113,7 +113,76 @@ def test_checkpoints_that_cannot_be_resumed_say_why(tmp_path):
     with pytest.raises(CheckpointError, match="iterations per epoch but this config gives 3"):
         load_training_state(with_state, to_load, cfg, 3, 4)
     other = tiny_config(tmp_path, model={"l2norm_scale": 10.0})
-    with pytest.raises(CheckpointError, match=r"model config differs \(model.l2norm_scale\)"):
+    with pytest.raises(CheckpointError, match=r"model config differs: model.l2norm_scale \(20.0 there, 10.0 here\)"):
         load_training_state(with_state, to_load, other, 2, 4)
     with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         train(cfg, resume=str(tmp_path / "missing.pt"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run of 4 iterations stopped after iteration 2 (checkpoint_00000002.pt), and its config."""
+    out = tmp_path_factory.mktemp("stopped")
+    cfg = tiny_config(out, train={"max_iterations": 4}, data={"augment": False})
+    summary = train(cfg, progress=False, stop_at_iteration=2)
+    return cfg, summary["last_checkpoint"]
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, stopped_run):
+    """Other class names, another optimizer, a changed seed or batch size, or an end before the checkpoint's
+    iteration: one line naming what differs."""
+    from ssdkit.config import apply_overrides
+    from ssdkit.errors import ConfigError
+
+    cfg, ckpt = stopped_run
+    elsewhere = [f"train.output_dir={tmp_path / 'new'}"]
+    cases = [
+        (["data.classes=[square,circle,triangle,diamond,star,hexagon,ellipse,cross]"], CheckpointError,
+         r"cannot resume, its class names \['circle', 'square', .*\] differ from the training data's \['square', "),
+        (["train.optimizer=adamw"], CheckpointError,
+         r"cannot resume, it holds the state of an sgd optimizer but train.optimizer=adamw"),
+        (["train.seed=4"], CheckpointError,
+         r"cannot resume with a changed train.seed \(3 in the checkpoint, 4 here\): a resumed run continues .*"
+         r"train.init_from="),
+        (["train.max_iterations=1"], ConfigError,
+         r"train.max_iterations: 1 gives 1 iterations, fewer than the 2 of checkpoint .*checkpoint_00000002.pt"),
+        (["model.width_mult=0.25"], CheckpointError, r"model config differs: model.width_mult \(0.125 there, 0.25"),
+    ]
+    for overrides, error, match in cases:
+        with pytest.raises(error, match=match):
+            train(apply_overrides(cfg, overrides + elsewhere), resume=ckpt, progress=False)
+
+
+def test_resume_applies_changed_hyper_parameters_and_says_which(tmp_path, stopped_run, caplog):
+    """lr, weight decay and max_iterations changed since the checkpoint are applied (not silently ignored for the
+    ones the optimizer / scheduler state would restore) and listed in the log and the summary."""
+    from ssdkit.config import apply_overrides
+    from ssdkit.engine.optim import lr_factor
+
+    cfg, ckpt = stopped_run
+    new = apply_overrides(cfg, ["train.lr=0.02", "train.weight_decay=0.001", "train.max_iterations=5",
+                                f"train.output_dir={tmp_path / 'more'}"])
+    with caplog.at_level("INFO", logger="ssdkit.train"):
+        summary = train(new, resume=ckpt, progress=False)
+    assert summary["finished"] and summary["iteration"] == 5
+    assert summary["resume_changes"] == {"train.max_iterations": [4, 5], "train.lr": [0.01, 0.02],
+                                         "train.weight_decay": [0.0005, 0.001]}
+    assert "changed settings, applied: train.max_iterations 4 -> 5, train.lr 0.01 -> 0.02" in caplog.text
+    lrs = {r["iteration"]: r["lr"] for r in read_history(Path(summary["history"])) if "loss" in r}
+    factor = lr_factor(new, 5)
+    assert lrs == {i: pytest.approx(0.02 * factor(i - 1)) for i in (3, 4, 5)}
+    state = load_checkpoint(summary["last_checkpoint"])
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.001
+    assert state["optimizer"]["param_groups"][1]["weight_decay"] == 0.0  # biases / BN stay undecayed
+    assert state["scheduler"]["lr_scheduler"]["base_lrs"] == [0.02, 0.02]
+
+
+def test_resume_refuses_nan_weights_naming_the_tensor(tmp_path, stopped_run):
+    cfg, ckpt = stopped_run
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["loc_layers.1.weight"].view(-1)[0] = float("inf")
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match=r"bad.pt: tensor loc_layers.1.weight has 1 NaN/inf value\(s\)"):
+        load_training_state(bad, {"model": build_model(cfg.model), "optimizer": None, "scheduler": None,
+                                  "trainer": None}, cfg, 2, 4)

@@ -71,8 +71,21 @@ def test_a_non_finite_loss_is_returned_without_an_update(tmp_path, monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k)  # BN statistics do move
 
 
-def test_an_empty_batch_is_a_zero_step(tmp_path):
-    cfg = tiny_config(tmp_path)
+def test_a_batch_too_small_for_batchnorm_is_skipped_not_a_crash(tmp_path):
+    """0 images (all failed to load) or 1 image with BatchNorm ("Expected more than 1 value per channel" at the 1x1
+    map): the step is skipped, the model untouched, and the output says so; without BatchNorm 1 image trains."""
+    cfg = tiny_config(tmp_path, data={"augment": False})
+    images, targets = next(iter(build_loaders(cfg, with_val=False).train_loader))
     model, optimizer, _ = create_model_and_optimizer(cfg, "cpu")
-    out = create_train_step(cfg, model, optimizer, "cpu")((torch.zeros(0, 3, 300, 300, dtype=torch.uint8), []))
-    assert out == {"loss": 0.0, "loc_loss": 0.0, "cls_loss": 0.0, "lr": 0.01}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = create_train_step(cfg, model, optimizer, "cpu")
+    assert step((torch.zeros(0, 3, 300, 300, dtype=torch.uint8), [])) == {
+        "loss": 0.0, "loc_loss": 0.0, "cls_loss": 0.0, "lr": 0.01, "skipped": 1.0}
+    assert step((images[:1], targets[:1]))["skipped"] == 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
+    assert "skipped" not in step((images, targets))
+
+    plain = tiny_config(tmp_path, model={"batch_norm": False}, data={"augment": False})
+    model, optimizer, _ = create_model_and_optimizer(plain, "cpu")
+    out = create_train_step(plain, model, optimizer, "cpu")((images[:1], targets[:1]))
+    assert "skipped" not in out and math.isfinite(out["loss"]) and out["loss"] > 0

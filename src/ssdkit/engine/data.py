@@ -13,7 +13,7 @@ any batch of any epoch without loading the skipped images.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils.data import Sampler
 
@@ -21,9 +21,11 @@ from ssdkit.choices import SHAPES
 from ssdkit.config import Config
 from ssdkit.data.loader import DetectionDataset, DetectionLoader, make_loader
 from ssdkit.data.sources import SanitizedSource, ShardSource, build_source
+from ssdkit.engine.interrupt import IgnoreSigintInWorkers
 from ssdkit.errors import ConfigError, DataError
 
 __all__ = ["Loaders", "build_loaders", "set_loader_position", "train_fill"]
+
 
 class _ResumableBatchSampler(Sampler):
     """Wraps a ``BatchSampler``; the next pass starts ``skip`` batches in (index lists only, no image loading)."""
@@ -63,7 +65,8 @@ def _resumable(loader: DetectionLoader) -> DetectionLoader:
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
-        worker_init_fn=loader.worker_init_fn,
+        # workers ignore Ctrl-C: the main process stops the run cleanly (ssdkit.engine.interrupt)
+        worker_init_fn=IgnoreSigintInWorkers(loader.worker_init_fn) if loader.num_workers > 0 else None,
         generator=loader.generator,
     )
     if loader.num_workers > 0:
@@ -96,6 +99,11 @@ class Loaders:
 
     ``train_source`` is sanitized (the training box policy); ``val_source`` is the full validation set as read
     (ground truth of record) and ``val_loader`` reads this process's shard of it when distributed.
+    ``reader_problems`` are what the training set's reader reported (unreadable files, unknown classes, ...).
+
+    Every training batch holds ``per_process_batch_size`` indices (``drop_last`` on the shards and the batches:
+    no short last batch, whatever ``N % batch_size``); only images that fail to load make a batch smaller
+    (the training step skips one too small for BatchNorm).
     """
 
     train_loader: DetectionLoader
@@ -104,6 +112,12 @@ class Loaders:
     train_source: SanitizedSource
     val_source: object | None
     per_process_batch_size: int
+    reader_problems: list = field(default_factory=list)
+
+    @property
+    def val_pixel_offset(self) -> bool:
+        """Whether validation boxes use the VOC devkit's ``+1`` widths (VOC's integer boxes)."""
+        return getattr(self.val_source, "format", "") == "voc"
 
 
 def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool = True) -> Loaders:
@@ -148,7 +162,8 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
             f"classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}); "
             f"set model.num_classes={len(class_names) + 1} (classes + background)"
         )
-    if len(train_source) < batch:
+    shards = world if distributed else 1
+    if len(train_source) < batch * shards:  # each process's shard must fill one batch
         raise ConfigError(
             f"train.batch_size: {t.batch_size} ({batch} per process) is larger than the {len(train_source)} "
             f"training images of {d.train!r}"
@@ -182,4 +197,4 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
             num_workers=d.num_workers,
             seed=t.seed,
         )
-    return Loaders(train_loader, val_loader, class_names, train_source, val_source, batch)
+    return Loaders(train_loader, val_loader, class_names, train_source, val_source, batch, reader_problems)

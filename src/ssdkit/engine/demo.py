@@ -64,13 +64,18 @@ def demo_config(out_dir: str | Path = "ssdkit-demo", quick: bool = False) -> Con
 
 
 def run_demo(out_dir: str | Path = "ssdkit-demo", quick: bool = False, progress: bool = True,
-             num_drawn: int = 8) -> dict:
-    """Train, evaluate and draw on the shapes set. Returns a summary (mAP, time, paths)."""
+             num_drawn: int = 8, exist_ok: bool = False) -> dict:
+    """Train, evaluate and draw on the shapes set. Returns a summary (mAP, time, paths; ``output_dir``).
+
+    Like ``train``, the demo never writes into a folder holding another run's files: ``out_dir`` when it is
+    missing or empty, else the first free ``<out_dir>2``, ``<out_dir>3``, ... (``exist_ok=True``: ``out_dir``).
+    """
     from ssdkit.data.sources import build_source
+    from ssdkit.engine.rundir import prepare_output_dir
     from ssdkit.inference import Detector
     from ssdkit.viz import draw_detections, save_image
 
-    out = Path(out_dir)
+    out = prepare_output_dir(out_dir, exist_ok=exist_ok)
     cfg = demo_config(out, quick)
     say = print if progress else (lambda *a, **k: None)
     say(f"ssdkit demo: training a width x{cfg.model.width_mult} SSD300 on {cfg.data.shapes_train_count} generated "
@@ -78,7 +83,7 @@ def run_demo(out_dir: str | Path = "ssdkit-demo", quick: bool = False, progress:
     from ssdkit.engine.train import train
 
     t0 = time.perf_counter()
-    summary = train(cfg, progress=progress)
+    summary = train(cfg, progress=progress, exist_ok=True)  # the folder chosen above
     seconds = time.perf_counter() - t0
     ckpt = summary.get("best_checkpoint") or summary["last_checkpoint"]
 
@@ -100,6 +105,8 @@ def run_demo(out_dir: str | Path = "ssdkit-demo", quick: bool = False, progress:
         "curves": summary.get("curves"),
         "history": summary.get("history"),
         "predictions": str(drawn_dir),
+        "results": summary.get("results"),
+        "report": summary.get("report"),
         "output_dir": str(out),
     }
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
@@ -109,5 +116,8 @@ def run_demo(out_dir: str | Path = "ssdkit-demo", quick: bool = False, progress:
     say(f"checkpoint:   {ckpt}")
     say(f"curves:       {result['curves']}")
     say(f"predictions:  {drawn_dir}/ ({len(drawn)} drawn images)")
+    say(f"results:      {result['results']} (a row per log step and evaluation)")
+    if result["report"]:
+        say(f"report:       {result['report']} (AP per class, confusion matrix, TIDE errors)")
     say(f"summary:      {out / 'demo_summary.json'}")
     return result

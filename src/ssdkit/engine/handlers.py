@@ -2,17 +2,20 @@
 checkpoints (two ignite ``Checkpoint``: the last ``train.keep_checkpoints`` and ``best.pt`` by validation mAP, both
 written by :class:`CheckpointSaver` in ssdkit's format), TensorBoard when installed, and the curves plot.
 
-Events: ITERATION_STARTED: LR. ITERATION_COMPLETED: NaN guard, throughput, ``history.jsonl`` every
-``train.log_every``, bar, TensorBoard, checkpoint every ``train.checkpoint_every`` (an epoch end or the last
-iteration waits for its evaluation), stop at ``stop_at_iteration``. EPOCH_COMPLETED: evaluation every
-``train.eval_every`` epochs (then ``best.pt`` if best), checkpoint. COMPLETED: the last evaluation (a run ending
-mid-epoch), checkpoint, ``curves.png``. Only rank 0 writes files; every process keeps the same bookkeeping.
+Events: STARTED: logs continued at the start iteration, ``labels.png`` (:mod:`ssdkit.engine.runfiles`).
+ITERATION_STARTED: LR. ITERATION_COMPLETED: NaN guard, skipped images and steps counted, throughput,
+``history.jsonl`` + ``results.csv`` every ``train.log_every``, bar, TensorBoard, ``train_batch<k>.jpg`` (the first
+three), checkpoint every ``train.checkpoint_every`` (an epoch end or the last iteration waits for its evaluation),
+stop at ``stop_at_iteration`` or on SIGINT / SIGTERM (:mod:`ssdkit.engine.interrupt`). EPOCH_COMPLETED: the
+epoch's data line (images that failed to load, skipped steps, boxes the box policy fixed), evaluation every
+``train.eval_every`` epochs (then ``best.pt`` if best), checkpoint, stop on a signal received meanwhile.
+COMPLETED: the last evaluation (a run ending mid-epoch), checkpoint, ``curves.png``, and for a finished run the
+report of its best evaluation and ``val_predictions.jpg``. Only rank 0 writes files; every process keeps the same
+bookkeeping.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import re
@@ -32,16 +35,25 @@ from torch import nn
 from ssdkit.checkpoint import checkpoint_state, write_checkpoint
 from ssdkit.config import Config
 from ssdkit.engine.data import Loaders, set_loader_position
+from ssdkit.engine.interrupt import SIGNALS, StopRequest
+from ssdkit.engine.monitor import attach_data_report, attach_logging, attach_progress, tensorboard
 from ssdkit.engine.optim import total_iterations
 from ssdkit.engine.resume import rng_state
-from ssdkit.utils import atomic_write_text
+from ssdkit.engine.runfiles import (
+    HISTORY,
+    EvalStash,
+    RunLog,
+    attach_run_files,
+    read_history,
+    truncate_history,
+    write_final_report,
+)
 
 __all__ = ["HISTORY", "BEST", "CURVES", "CHECKPOINT_PATTERN", "CheckpointSaver", "RunState", "attach_handlers",
            "read_history", "truncate_history"]
 
 logger = logging.getLogger("ssdkit.train")
 
-HISTORY = "history.jsonl"
 BEST = "best.pt"
 CURVES = "curves.png"
 #: ``Checkpoint.filename_pattern`` of the periodic checkpoints (``global_step`` = the trainer's iteration).
@@ -103,10 +115,24 @@ class RunState:
     log_window: list[dict] = field(default_factory=list)
     log_t0: float = 0.0
     step_t0: float = 0.0
+    log: RunLog | None = None
+    stop: StopRequest | None = None
+    interrupted: str | None = None  # the signal the run stopped on
+    #: skipped images (failed to load) and steps (batch too small): the run's totals of finished epochs, and
+    #: this process's of the current epoch
+    skipped: dict[str, int] = field(default_factory=lambda: {"images": 0, "steps": 0})
+    epoch_skipped: dict[str, int] = field(default_factory=lambda: {"images": 0, "steps": 0})
+    data_problems: dict[str, int] = field(default_factory=dict)  # boxes clipped / dropped, reader problems
+    stash: EvalStash | None = None
+    report: dict | None = None
 
     @property
     def history_path(self) -> Path:
         return self.output_dir / HISTORY
+
+    @property
+    def skipped_total(self) -> dict[str, int]:
+        return {k: self.skipped[k] + self.epoch_skipped[k] for k in self.skipped}
 
     @property
     def best_map(self) -> float | None:
@@ -125,30 +151,8 @@ class RunState:
         best = (checkpoint.get("metrics") or {}).get("best_map")
         if best is not None and self.best is not None:
             self.best.load_state_dict({"_saved": [(float(best), BEST)]})
-
-
-def _append_history(run: RunState, record: dict) -> None:
-    if not run.is_main:
-        return
-    with open(run.history_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, allow_nan=True) + "\n")
-
-
-def read_history(path: Path) -> list[dict]:
-    """The records of a ``history.jsonl`` (a line cut by a crash mid-write is skipped)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
-    return records
-
-
-def truncate_history(path: Path, iteration: int) -> None:
-    """Drop history records past ``iteration`` (written after the checkpoint a run resumes from)."""
-    if not path.is_file():
-        return
-    keep = [r for r in read_history(path) if r.get("iteration", 0) <= iteration]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+        saved = checkpoint.get("skipped") or {}
+        self.skipped = {k: int(saved.get(k, 0)) for k in self.skipped}
 
 
 def _summary_metrics(result: dict) -> dict[str, Any]:
@@ -173,6 +177,7 @@ def _attach_checkpoints(trainer: Engine, run: RunState, cfg: Config, class_names
             "iteration": it,
             "epoch": trainer.state.epoch,
             "rng": rng_state(),
+            "skipped": run.skipped_total,
             "metrics": {
                 "map": run.last_map if run.evaluated_at == it else None,
                 "best_map": run.best_map,
@@ -200,88 +205,6 @@ def _attach_checkpoints(trainer: Engine, run: RunState, cfg: Config, class_names
             run.checkpointer.load_state_dict({"_saved": [f for f in found if f[0] <= engine.state.iteration]})
 
 
-def _attach_logging(trainer: Engine, run: RunState, log_every: int, images_per_iteration: int) -> None:
-    """Throughput (``state.metrics["img/s"]``, for the bar) and a ``history.jsonl`` record every ``log_every``
-    iterations: mean loss parts over the window, LR, images per second."""
-
-    @trainer.on(Events.STARTED)
-    def _start_clock(engine: Engine) -> None:
-        run.log_t0 = run.step_t0 = time.perf_counter()
-        engine.state.metrics["img/s"] = float("nan")
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _track(engine: Engine) -> None:
-        out = engine.state.output
-        if not math.isfinite(out["loss"]):
-            run.diverged_at = engine.state.iteration
-            return
-        now = time.perf_counter()
-        # progress bar: smoothed throughput of the last iterations (data loading included)
-        rate = images_per_iteration / max(now - run.step_t0, 1e-9)
-        prev = engine.state.metrics.get("img/s", float("nan"))
-        engine.state.metrics["img/s"] = rate if not math.isfinite(prev) else 0.9 * prev + 0.1 * rate
-        run.step_t0 = now
-        run.log_window.append(out)
-        if engine.state.iteration % log_every == 0:
-            n = len(run.log_window)
-            record = {"iteration": engine.state.iteration, "epoch": engine.state.epoch}
-            for k in ("loss", "loc_loss", "cls_loss"):
-                record[k] = sum(o[k] for o in run.log_window) / n
-            record["lr"] = out["lr"]
-            record["img_per_s"] = n * images_per_iteration / max(now - run.log_t0, 1e-9)
-            _append_history(run, record)
-            run.log_window = []
-            run.log_t0 = now
-
-
-def _attach_progress(trainer: Engine, total: int) -> None:
-    """A tqdm bar per epoch with loss parts, LR and img/s, rate and ETA. Unlike ignite's ``ProgressBar`` (whose
-    total is always the epoch length) its total is what this epoch will really run, so a run cut short by
-    ``train.max_iterations`` shows a true ETA."""
-    from tqdm.auto import tqdm
-
-    bar = {}
-
-    def start(engine: Engine) -> None:  # at the first completed iteration of an epoch (or of a resumed one)
-        it, per_epoch = engine.state.iteration - 1, engine.state.epoch_length
-        this_epoch = min(per_epoch - it % per_epoch, total - it)
-        bar["tqdm"] = tqdm(total=this_epoch, desc=f"train epoch {engine.state.epoch}", leave=False, unit="it")
-
-    def step(engine: Engine) -> None:
-        if "tqdm" not in bar:
-            start(engine)
-        out = engine.state.output if isinstance(engine.state.output, dict) else {}
-        post = {k: f"{out[k]:.3g}" for k in ("loss", "loc_loss", "cls_loss", "lr") if k in out}
-        if "img/s" in engine.state.metrics:
-            post["img/s"] = f"{engine.state.metrics['img/s']:.1f}"
-        first = bar["tqdm"].n == 0
-        bar["tqdm"].set_postfix(post, refresh=first)  # shown at once, then at tqdm's refresh rate
-        bar["tqdm"].update(1)
-
-    def close(engine: Engine) -> None:
-        if "tqdm" in bar:
-            bar.pop("tqdm").close()
-
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, step)
-    for event in (Events.EPOCH_COMPLETED, Events.COMPLETED, Events.TERMINATE):  # not EXCEPTION_RAISED: a
-        # handler there makes ignite swallow the exception
-        trainer.add_event_handler(event, close)
-
-
-def _tensorboard(trainer: Engine, out_dir: Path, log_every: int):
-    """ignite's ``TensorboardLogger`` of the step outputs in ``out_dir/tb``, or None when tensorboard is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        return None
-    from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-
-    tb = TensorboardLogger(log_dir=str(out_dir / "tb"))
-    tb.attach(trainer, OutputHandler("train", output_transform=lambda out: out),
-              event_name=Events.ITERATION_COMPLETED(every=log_every))
-    return tb
-
-
 def _plot(run: RunState) -> None:
     try:
         from ssdkit.viz import plot_training_curves
@@ -289,6 +212,26 @@ def _plot(run: RunState) -> None:
         plot_training_curves(read_history(run.history_path), run.output_dir / CURVES)
     except Exception as e:  # noqa: BLE001 - a plotting problem must not lose a finished run
         logger.warning("could not plot the training curves: %s", e)
+
+
+def _final_report(run: RunState, cfg: Config, loaders: Loaders) -> None:
+    """``report/`` and ``val_predictions.jpg`` from the stashed evaluation (gathered from every process)."""
+    stash = run.stash
+    if stash is None or loaders.val_source is None:
+        return
+    dets, gts = stash.detections, stash.ground_truths
+    if idist.get_world_size() > 1:
+        parts = idist.all_gather((dets, gts))
+        dets, gts = [d for p in parts for d in p[0]], [g for p in parts for g in p[1]]
+    if not run.is_main:
+        return
+    what = "best.pt" if stash.best else "the final model (best.pt is from before this resumed run)"
+    try:
+        run.report = write_final_report(run.output_dir, dets, gts, loaders.class_names, cfg.train.eval_metric,
+                                        loaders.val_pixel_offset, loaders.val_source)
+        logger.info("evaluation report of %s (iteration %d): %s", what, stash.iteration, run.report["paths"]["report"])
+    except Exception as e:  # noqa: BLE001 - a report problem must not lose a finished run
+        logger.warning("could not write the evaluation report: %s", e)
 
 
 def attach_handlers(
@@ -303,12 +246,17 @@ def attach_handlers(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = True,
     stop_at_iteration: int | None = None,
+    stop: StopRequest | None = None,
 ) -> RunState:
-    """Attach schedule, NaN guard, epoch positioning, logging, evaluation and checkpointing to ``trainer``.
+    """Attach schedule, NaN guard, epoch positioning, logging, run files, evaluation, checkpointing and the stop
+    on a signal to ``trainer``.
 
     Args:
+        evaluator: from ``create_evaluator(..., keep_detections=True)``, whose detections and ground truths make
+            the final report (without ``keep_detections``: no report).
         stop_at_iteration: stop (with a checkpoint) after this iteration as if interrupted, e.g. for
             time-sliced jobs; ``train(resume=...)`` continues from there.
+        stop: the :class:`~ssdkit.engine.interrupt.StopRequest` of the run (also given to the training step).
 
     Returns:
         The :class:`RunState` (``to_save`` holds what every checkpoint stores and resume restores).
@@ -316,13 +264,16 @@ def attach_handlers(
     t = cfg.train
     out_dir = Path(t.output_dir)
     is_main = idist.get_rank() == 0
+    world = idist.get_world_size()
     epoch_length = len(loaders.train_loader)
-    run = RunState(out_dir, is_main, total_iterations(cfg, epoch_length))
+    run = RunState(out_dir, is_main, total_iterations(cfg, epoch_length), stop=stop)
+    run.log = RunLog(out_dir, t.eval_metric, enabled=is_main)
     run.to_save = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     if scaler is not None:
         run.to_save["scaler"] = scaler
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.add_event_handler(Events.STARTED, lambda engine: run.log.restart(engine.state.iteration))
     _attach_checkpoints(trainer, run, cfg, loaders.class_names)
 
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
@@ -334,10 +285,13 @@ def attach_handlers(
         epoch0 = engine.state.epoch - 1
         set_loader_position(loaders.train_loader, epoch0, engine.state.iteration - epoch0 * epoch_length)
 
-    _attach_logging(trainer, run, t.log_every, loaders.per_process_batch_size * idist.get_world_size())
+    if is_main:
+        attach_run_files(trainer, run, loaders)  # labels.png, train_batch<k>.jpg (time kept out of img/s)
+    attach_logging(trainer, run, t.log_every, loaders.per_process_batch_size)
+    attach_data_report(trainer, run, loaders)
     if progress and is_main:
-        _attach_progress(trainer, run.total)
-    tb = _tensorboard(trainer, out_dir, t.log_every) if is_main else None
+        attach_progress(trainer, run.total)
+    tb = tensorboard(trainer, out_dir, t.log_every) if is_main else None
 
     def evaluate(engine: Engine) -> None:
         if evaluator is None or loaders.val_loader is None:
@@ -349,13 +303,17 @@ def attach_handlers(
         run.evaluated_at = engine.state.iteration
         record = {"iteration": engine.state.iteration, "epoch": engine.state.epoch, "metric": t.eval_metric}
         record.update(_summary_metrics(result))
-        _append_history(run, record)
+        run.log.append(record)
         if tb is not None:
             tb.writer.add_scalar(f"val/{t.eval_metric}_map", run.last_map, engine.state.iteration)
         logger.info("epoch %d iteration %d: %s mAP %.4f", engine.state.epoch, engine.state.iteration,
                     t.eval_metric, run.last_map)
+        before = list(run.best.state_dict()["_saved"])
         if math.isfinite(run.last_map):
             run.best(engine)  # writes best.pt when the mAP beats the best so far
+        improved = list(run.best.state_dict()["_saved"]) != before
+        if hasattr(evaluator.state, "ground_truths") and (improved or run.stash is None or not run.stash.best):
+            run.stash = EvalStash.of(evaluator, engine.state.iteration, improved)  # for the final report
         spent = time.perf_counter() - t0  # keep evaluation time out of the training throughput
         run.log_t0 += spent
         run.step_t0 += spent
@@ -366,11 +324,33 @@ def attach_handlers(
         run.saved_at = engine.state.iteration
         run.checkpointer(engine)
 
+    def stop_requested(engine: Engine, agree: bool) -> str | None:
+        """The signal to stop on: this process's, or, when distributed, the one every process agreed on (in the
+        step's collective, or with one here when ``agree``)."""
+        if stop is None:
+            return None
+        if world == 1:
+            return stop.signal
+        if agree:
+            code = idist.all_reduce(torch.tensor([float(stop.code)], device=idist.device()), op="MAX").item()
+        else:
+            code = engine.state.output.get("stop", 0) if isinstance(engine.state.output, dict) else 0
+        return SIGNALS.get(int(code))
+
+    def stop_on_signal(engine: Engine, agree: bool = False) -> None:
+        name = stop_requested(engine, agree)
+        if name is not None and run.interrupted is None and engine.state.iteration < run.total:
+            run.interrupted = name
+            if is_main:
+                logger.warning("%s: stopping at iteration %d with a checkpoint", name, engine.state.iteration)
+            engine.terminate()
+
     @trainer.on(Events.EPOCH_COMPLETED)
     def _end_of_epoch(engine: Engine) -> None:
         if t.eval_every and engine.state.epoch % t.eval_every == 0:
             evaluate(engine)
         checkpoint(engine)
+        stop_on_signal(engine, agree=True)  # a signal that came during the evaluation
 
     if t.checkpoint_every:
         def every(_engine: Engine, iteration: int) -> bool:
@@ -381,16 +361,20 @@ def attach_handlers(
 
     if stop_at_iteration is not None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at_iteration), lambda e: e.terminate())
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, stop_on_signal)
 
     @trainer.on(Events.COMPLETED)
     def _end_of_run(engine: Engine) -> None:
         if run.diverged_at is not None:
             return  # keep the last good checkpoint; train() raises with advice
-        if engine.state.iteration >= run.total and run.evaluated_at != engine.state.iteration and t.eval_every:
+        finished = engine.state.iteration >= run.total
+        if finished and run.evaluated_at != engine.state.iteration and t.eval_every:
             evaluate(engine)
-        checkpoint(engine)
+        checkpoint(engine)  # also the checkpoint of a run stopped by stop_at_iteration or a signal
         if is_main:
             _plot(run)
+        if finished:
+            _final_report(run, cfg, loaders)
         if tb is not None:
             tb.close()
 

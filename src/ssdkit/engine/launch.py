@@ -72,9 +72,10 @@ def launch(training: Callable[..., dict], cfg: Config, *args, nproc: int | None,
     a ``torchrun`` world.
 
     Args:
-        training: the per-process function; in one process its return value is returned.
+        training: the per-process function; in this process (alone, or as a rank of a ``torchrun`` world) its
+            return value is returned.
         nproc: processes to spawn on this machine (``None`` or 1: none). Under ``torchrun`` leave it unset.
-        summary: the JSON file rank 0 writes at the end; returned (parsed) when the work ran in other processes.
+        summary: the JSON file rank 0 writes at the end; returned (parsed) when the work ran in spawned processes.
 
     Raises:
         ConfigError: ``nproc`` < 1, or ``nproc`` given inside a ``torchrun`` world.
@@ -89,9 +90,14 @@ def launch(training: Callable[..., dict], cfg: Config, *args, nproc: int | None,
         with idist.Parallel(backend=backend_for(cfg), nproc_per_node=nproc, master_addr="127.0.0.1",
                             master_port=_free_port()) as parallel:
             parallel.run(training, cfg, *args)
-        return json.loads(summary.read_text())
+        return json.loads(summary.read_text()) if summary.is_file() else {}  # none: stopped before the end
     if env_world > 1 and not idist.get_world_size() > 1:
+        result = {}
+
+        def run_here(local_rank: int, *a) -> None:  # torchrun: this process is one rank; keep what it returns
+            result.update(training(local_rank, *a))
+
         with idist.Parallel(backend=backend_for(cfg)) as parallel:
-            parallel.run(training, cfg, *args)
-        return json.loads(summary.read_text()) if summary.is_file() else {}
+            parallel.run(run_here, cfg, *args)
+        return result
     return training(0, cfg, *args)

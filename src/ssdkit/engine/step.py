@@ -6,6 +6,13 @@ One step::
     targets (boxes [M, 4] xyxy input px, labels [M] 0-based, ignore [M]) ──device──▶ SSDBoxCoder.encode_batch
     ──▶ (loc_targets [B, A, 4], cls_targets [B, A]) ; model(x) ──▶ SSDLoss ──▶ backward, step
     returns {"loss", "loc_loss", "cls_loss", "lr"} (floats; averaged over processes when distributed)
+
+A batch too small to train on (fewer than 2 images with BatchNorm, whose 1x1 last feature map needs two values
+per channel; none otherwise) is skipped, never a crash: the loader's batches are full (``drop_last``), so only
+images that failed to load make one, and the step returns ``{"loss": 0.0, ..., "skipped": 1.0}`` without
+touching the model. When distributed every process takes that decision together (one small collective before
+the forward, which also carries a stop request of :mod:`ssdkit.engine.interrupt`): a process that skipped alone
+would leave the others waiting in DDP's gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ def create_train_step(
     optimizer: torch.optim.Optimizer,
     device: str | torch.device | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    stop: Any = None,
 ) -> Callable[[Any], dict[str, float]]:
     """The training step of :func:`create_trainer`, as a function of one batch (no engine needed, e.g. to time it).
 
@@ -43,6 +51,11 @@ def create_train_step(
     here, not in the workers. A non-finite loss skips the update (the weights stay finite for the last
     checkpoint) and is returned, so ``TerminateOnNan`` stops the run. When distributed the returned losses are
     the mean over processes (so every process agrees on stopping).
+
+    A batch too small to train on is skipped (module docstring): ``"skipped": 1.0`` is added to the output.
+    ``stop`` (a :class:`~ssdkit.engine.interrupt.StopRequest`): when distributed, the largest ``stop.code`` over
+    the processes is agreed before the step and returned as ``"stop"`` (only when non-zero), so that all stop
+    after the same step.
     """
     device = torch.device(device) if device is not None else device_for(cfg)
     m = cfg.model
@@ -52,12 +65,20 @@ def create_train_step(
     grad_clip = cfg.train.grad_clip
     world = idist.get_world_size()
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    # BatchNorm in training mode needs more than one value per channel: 2 images for the 1x1 last feature map
+    min_images = 2 if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in model.modules()) else 1
 
     def step(batch) -> dict[str, float]:
         images, targets = batch
         lr = float(optimizer.param_groups[0]["lr"])
-        if images.shape[0] == 0:  # every image of the batch failed to load (reported by the dataset)
-            return {"loss": 0.0, "loc_loss": 0.0, "cls_loss": 0.0, "lr": lr}
+        too_few, agreed = images.shape[0] < min_images, {}
+        if world > 1:  # decide together: a process skipping alone would hang the others in DDP's all-reduce
+            flags = torch.tensor([float(too_few), float(getattr(stop, "code", 0))], device=device)
+            too_few_any, stop_code = idist.all_reduce(flags, op="MAX").tolist()
+            too_few = too_few_any > 0
+            agreed = {"stop": stop_code} if stop_code else {}
+        if too_few:  # images of the batch failed to load (each reported by the dataset); counted by the trainer
+            return {"loss": 0.0, "loc_loss": 0.0, "cls_loss": 0.0, "lr": lr, "skipped": 1.0, **agreed}
         model.train()
         x = normalize(images.to(device, non_blocking=True), m.mean, m.std, m.channel_order, memory_format)
         with torch.no_grad():
@@ -87,18 +108,13 @@ def create_train_step(
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
-        return {"loss": loss_v, "loc_loss": loc_v, "cls_loss": cls_v, "lr": lr}
+        return {"loss": loss_v, "loc_loss": loc_v, "cls_loss": cls_v, "lr": lr, **agreed}
 
     return step
 
 
-def create_trainer(
-    cfg: Config,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: str | torch.device | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> Engine:
-    """The training ``Engine``: one :func:`create_train_step` step per batch; its output is the step's dict."""
-    step = create_train_step(cfg, model, optimizer, device, scaler)
+def create_trainer(*args: Any, **kwargs: Any) -> Engine:
+    """The training ``Engine``: one :func:`create_train_step` step per batch (its arguments: ``cfg, model,
+    optimizer, device, scaler, stop``); the engine's output is the step's dict."""
+    step = create_train_step(*args, **kwargs)
     return Engine(lambda engine, batch: step(batch))

@@ -122,21 +122,36 @@ def load_vgg16_weights(extractor: VGG16Extractor, path: str | os.PathLike) -> li
     state = torch_load(path, "VGG16 weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    needed = [f"features.{i}.weight" for i in _TV_CONV_INDICES] + ["classifier.0.weight", "classifier.3.weight"]
-    missing = [k for k in needed if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: not a torchvision vgg16 state dict (missing {', '.join(missing[:3])})")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a torchvision vgg16 state dict (a {type(state).__name__})")
     convs = [m for m in extractor.features.layers if isinstance(m, nn.Conv2d)]
     convs += [extractor.conv5_1, extractor.conv5_2, extractor.conv5_3]
+    # every tensor and shape is checked before anything is copied: a bad file leaves the model untouched
+    expected = {}
+    for conv, idx in zip(convs, _TV_CONV_INDICES):
+        expected[f"features.{idx}.weight"] = tuple(conv.weight.shape)
+        expected[f"features.{idx}.bias"] = tuple(conv.bias.shape)
+    expected.update({"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
+                     "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)})
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a torchvision vgg16 state dict (missing {', '.join(missing[:3])}"
+                              f"{', ...' if len(missing) > 3 else ''})")
+    for k, shape in expected.items():
+        v = state[k]
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise CheckpointError(f"{path}: {k} is not a float tensor ({type(v).__name__})")
+        if tuple(v.shape) != shape:
+            raise CheckpointError(f"{path}: {k} has shape {list(v.shape)}, expected {list(shape)} (torchvision "
+                                  "vgg16, ImageNet)")
+    from ssdkit.checkpoint import check_finite
+
+    check_finite({k: state[k] for k in expected}, path)
     loaded = []
     with torch.no_grad():
         for conv, idx in zip(convs, _TV_CONV_INDICES):
-            w, b = state[f"features.{idx}.weight"], state[f"features.{idx}.bias"]
-            if w.shape != conv.weight.shape:
-                raise CheckpointError(f"{path}: features.{idx}.weight has shape {list(w.shape)}, expected "
-                                      f"{list(conv.weight.shape)}")
-            conv.weight.copy_(w)
-            conv.bias.copy_(b)
+            conv.weight.copy_(state[f"features.{idx}.weight"])
+            conv.bias.copy_(state[f"features.{idx}.bias"])
             loaded.append(f"features.{idx}")
         fc6_w = state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3]
         extractor.conv6.weight.copy_(fc6_w)
