@@ -22,8 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "classes", None) and "," in args.classes and not Path(args.classes).exists():
         args.classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    from ssdkit.engine.interrupt import TrainingInterrupted
+
     try:
         return args.func(args)
+    except TrainingInterrupted as e:  # Ctrl-C / SIGTERM: a checkpoint was saved; the shell's 128 + signal
+        print(f"ssdkit: error: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_status
     except SSDKitError as e:
         print(f"ssdkit: error: {_one_line(str(e))}", file=sys.stderr)
     except BrokenPipeError:  # output piped into head & co.

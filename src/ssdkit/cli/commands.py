@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
     from ssdkit.engine.train import train
 
     summary = train(load_config(args.config, args.overrides), resume=args.resume, progress=not args.no_progress,
-                    nproc=args.nproc)
+                    nproc=args.nproc, exist_ok=args.exist_ok)
     _emit(args, summary, lambda s: None)
     return 0
 
@@ -164,7 +164,7 @@ def cmd_import_weights(args) -> int:
 def cmd_demo(args) -> int:
     from ssdkit.engine.demo import run_demo
 
-    summary = run_demo(args.out, quick=args.quick, progress=not args.json)
+    summary = run_demo(args.out, quick=args.quick, progress=not args.json, exist_ok=args.exist_ok)
     _emit(args, summary, lambda s: None)
     return 0
 

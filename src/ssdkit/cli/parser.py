@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
     sp.add_argument("--resume", default=None, help="checkpoint to resume from")
     sp.add_argument("--nproc", type=int, default=None, help="processes (torch.distributed through ignite)")
+    sp.add_argument("--exist-ok", action="store_true",
+                    help="write into train.output_dir even if it holds another run (default: a new numbered folder "
+                         "next to it, runs/x2, runs/x3, ...)")
     sp.add_argument("--no-progress", action="store_true")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_train)
@@ -241,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="make shapes data, train a small SSD300 on the CPU, evaluate, draw")
     sp.add_argument("--out", default="ssdkit-demo")
     sp.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    sp.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier demo")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_demo)
     return p
