@@ -53,6 +53,8 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Tiled inference: how detections of overlapping windows are merged, and how two boxes are matched.
 TILE_MERGES = ("nms", "nmm", "greedy_nmm")
 TILE_MATCHES = ("iou", "ios")
+#: Tiled training: what happens to an object too little of which is inside a window (``data.tile_cut``).
+TILE_CUTS = ("drop", "ignore")
 
 #: ``ssdkit export --format`` (torchscript: deprecated upstream in favour of torch.export, kept while it lives).
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "openvino")

@@ -22,6 +22,7 @@ from ssdkit.choices import (
     METRICS,
     OPTIMIZERS,
     SCHEDULES,
+    TILE_CUTS,
 )
 from ssdkit.errors import ConfigError
 
@@ -172,7 +173,7 @@ class DataConfig:
     """Where the data is and how it is read and augmented."""
 
     train: str = "shapes"
-    val: str = "shapes"
+    val: str | None = "shapes"  # None / "": no validation set (or the hold-out below)
     format: str | None = None
     train_split: str | None = "train"
     val_split: str | None = "val"
@@ -186,8 +187,19 @@ class DataConfig:
     shapes_min_objects: int = 1
     shapes_max_objects: int = 6
     augment: bool = True
+    zoom_out: float = 4.0  # the SSD zoom-out's largest canvas (x the image); 1 = no zoom-out (small objects)
+    crop_min_scale: float = 0.3  # the min-IoU crop's smallest side (x the canvas); 1 = no crop
+    photometric: bool = True
     num_workers: int = 0
     strict: bool = False
+    holdout_fraction: float = 0.0  # > 0: validate on this seeded share of the training data (data.val unused)
+    holdout_seed: int = 0
+    # tiled training: windows of tile_size px at native scale (objects small in large images); null = whole images
+    tile_size: int | None = None
+    tile_overlap: float = 0.2
+    tile_min_visible: float = 0.5  # an object cut by a window edge is kept (clipped) if this share is inside
+    tile_cut: str = "drop"  # drop | ignore: what happens to the others
+    tile_empty_fraction: float = 0.1  # windows without objects kept, as a share of those with objects
 
     def __post_init__(self) -> None:
         if self.classes is not None:
@@ -205,6 +217,19 @@ class DataConfig:
         _check(self.shapes_min_size > 0, "data.shapes_min_size", f"must be positive, got {self.shapes_min_size}")
         _check(self.shapes_max_size is None or self.shapes_max_size >= self.shapes_min_size, "data.shapes_max_size",
                f"must be >= data.shapes_min_size ({self.shapes_min_size}) or null, got {self.shapes_max_size}")
+        _check(self.zoom_out >= 1, "data.zoom_out", f"must be >= 1 (1 = no zoom-out), got {self.zoom_out}")
+        _check(0 < self.crop_min_scale <= 1, "data.crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
+        _check(0 <= self.holdout_fraction < 1, "data.holdout_fraction",
+               f"must be in [0, 1), got {self.holdout_fraction}")
+        _check(self.holdout_seed >= 0, "data.holdout_seed", f"must be >= 0, got {self.holdout_seed}")
+        _check(self.tile_size is None or self.tile_size >= 16, "data.tile_size",
+               f"must be >= 16 px (or null: no tiling), got {self.tile_size}")
+        _check(0 <= self.tile_overlap < 1, "data.tile_overlap", f"must be in [0, 1), got {self.tile_overlap}")
+        _check(0 < self.tile_min_visible <= 1, "data.tile_min_visible",
+               f"must be in (0, 1], got {self.tile_min_visible}")
+        _one_of(self.tile_cut, TILE_CUTS, "data.tile_cut")
+        _check(self.tile_empty_fraction >= 0, "data.tile_empty_fraction",
+               f"must be >= 0, got {self.tile_empty_fraction}")
         _check(0 <= self.shapes_min_objects <= self.shapes_max_objects, "data.shapes_min_objects",
                f"need 0 <= shapes_min_objects <= shapes_max_objects, got {self.shapes_min_objects} / "
                f"{self.shapes_max_objects}")

@@ -58,3 +58,35 @@ def test_zoom_out_fill_is_the_input_mean():
     assert train_fill(_cfg()) == (124, 116, 104)
     bgr = config_from_dict({"model": {"channel_order": "bgr", "mean": [0.1, 0.2, 0.3]}})
     assert train_fill(bgr) == (76, 51, 26)
+
+
+def test_holdout_validates_on_a_seeded_share_of_the_training_images():
+    cfg = config_from_dict({"model": {"num_classes": 4, "width_mult": 0.125},
+                            "data": {"classes": ["circle", "square", "star"], "shapes_train_count": 10,
+                                     "holdout_fraction": 0.2, "val": None},
+                            "train": {"batch_size": 2}})
+    loaders = build_loaders(cfg)
+    held = {loaders.val_source.sample(i).image_id for i in range(len(loaders.val_source))}
+    trained = {loaders.train_source.sample(i).image_id for i in range(len(loaders.train_source))}
+    assert len(held) == 2 and len(trained) == 8 and not held & trained
+    again = build_loaders(cfg).val_source
+    assert {again.sample(i).image_id for i in range(len(again))} == held  # seeded: the same split every run
+
+
+def test_tiled_training_reads_windows_and_validates_tiled():
+    cfg = config_from_dict({"model": {"num_classes": 4, "width_mult": 0.125},
+                            "data": {"classes": ["circle", "square", "star"], "shapes_train_count": 3,
+                                     "shapes_val_count": 2, "shapes_image_size": 600, "shapes_min_size": 10,
+                                     "shapes_max_size": 30, "shapes_max_objects": 12, "augment": False,
+                                     "tile_size": 200},
+                            "train": {"batch_size": 2}})
+    loaders = build_loaders(cfg)
+    assert loaders.tile is not None and loaders.tile.size == 200
+    assert len(loaders.train_source) > 3  # windows, not images
+    images, targets = next(iter(loaders.train_loader))
+    assert images.shape == (2, 3, 300, 300)
+    for t in targets:  # a 200 px window resized to 300: objects keep 1.5x their native size, never shrink
+        wh = t["boxes"][:, 2:] - t["boxes"][:, :2]
+        assert len(wh) == 0 or float(wh.max()) <= 30 * 1.5 + 1e-3
+    val_images, _ = next(iter(loaders.val_loader))
+    assert isinstance(val_images, list) and val_images[0].shape == (3, 600, 600)  # whole images, tiled later

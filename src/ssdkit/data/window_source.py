@@ -22,14 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ssdkit.choices import TILE_CUTS
 from ssdkit.data.sample import Problem, Sample
 from ssdkit.data.tiles import TileSpec, tile_grid
 from ssdkit.errors import SSDKitError
 
 __all__ = ["TILE_CUTS", "WindowSource", "window_sample"]
 
-#: What happens to an object too little of which is inside a window.
-TILE_CUTS = ("drop", "ignore")
 
 
 def window_sample(sample: Sample, window: tuple[int, int, int, int], min_visible: float, cut: str,

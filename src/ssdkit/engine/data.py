@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import torch
 from torch.utils.data import Sampler
 
 from ssdkit.choices import SHAPES
@@ -113,6 +114,7 @@ class Loaders:
     val_source: object | None
     per_process_batch_size: int
     reader_problems: list = field(default_factory=list)
+    tile: object | None = None  # the TileSpec of tiled training: validation then runs tiled on whole images
 
     @property
     def val_pixel_offset(self) -> bool:
@@ -149,12 +151,29 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
 
     raw_train = build_source(d.train, d, d.train_split)
     reader_problems = list(getattr(raw_train, "problems", ()))
+    held_out = None
+    if d.holdout_fraction > 0:  # a seeded share of the training images validates; the rest trains
+        n = len(raw_train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(d.holdout_seed)).tolist()
+        k = max(1, round(n * d.holdout_fraction))
+        if n - k < 1:
+            raise ConfigError(f"data.holdout_fraction: {d.holdout_fraction} leaves no training image of {n}")
+        held_out = ShardSource(raw_train, sorted(order[:k]))
+        raw_train = ShardSource(raw_train, sorted(order[k:]))
     if d.strict and reader_problems:
         raise DataError(f"data.strict: {len(reader_problems)} problem(s) in the training data {d.train!r} (first: "
                         f"{reader_problems[0]}); fix them or set data.strict=false to skip what cannot be read")
     train_source = SanitizedSource(raw_train, strict=d.strict)
     if d.strict:
         train_source.scan()  # the box policy's fixes are errors too: fail now, not mid-epoch
+    tile = None
+    if d.tile_size is not None:
+        from ssdkit.data.tiles import TileSpec
+        from ssdkit.data.window_source import WindowSource
+
+        tile = TileSpec(size=d.tile_size, overlap=d.tile_overlap)
+        train_source = WindowSource(train_source, tile, min_visible=d.tile_min_visible, cut=d.tile_cut,
+                                    empty_fraction=d.tile_empty_fraction, seed=t.seed)
     class_names = tuple(train_source.class_names)
     if cfg.model.num_classes != len(class_names) + 1:
         raise ConfigError(
@@ -169,7 +188,11 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
             f"training images of {d.train!r}"
         )
     size = cfg.model.input_size
-    transform = SSDTrainTransform(size, fill=train_fill(cfg)) if d.augment else SSDEvalTransform(size)
+    if d.augment:
+        transform = SSDTrainTransform(size, fill=train_fill(cfg), max_expand=d.zoom_out, expand_p=0.5 if
+                                      d.zoom_out > 1 else 0.0, min_scale=d.crop_min_scale, photometric=d.photometric)
+    else:
+        transform = SSDEvalTransform(size)
     train_loader = make_loader(
         DetectionDataset(train_source, transform),
         batch_size=batch,
@@ -182,19 +205,25 @@ def build_loaders(cfg: Config, distributed: bool | None = None, with_val: bool =
     train_loader = _resumable(train_loader)
 
     val_loader, val_source = None, None
-    if with_val and d.val:
-        val_source = build_source(d.val, d, d.val_split, classes=None if d.val == SHAPES else class_names)
+    if with_val and (d.val or held_out is not None):
+        val_source = held_out if held_out is not None else build_source(
+            d.val, d, d.val_split, classes=None if d.val == SHAPES else class_names)
         if tuple(val_source.class_names) != class_names:
             raise DataError(
                 f"{d.val}: validation classes {list(val_source.class_names)} differ from the training classes "
                 f"{list(class_names)}"
             )
         shard = ShardSource(val_source, range(rank, len(val_source), world)) if distributed else val_source
-        val_loader = make_loader(
-            DetectionDataset(shard, SSDEvalTransform(size)),
-            batch_size=t.eval_batch_size or batch,
-            shuffle=False,
-            num_workers=d.num_workers,
-            seed=t.seed,
-        )
-    return Loaders(train_loader, val_loader, class_names, train_source, val_source, batch, reader_problems)
+        if tile is not None:  # tiled training validates as it will be used: tiled, on the whole images
+            from ssdkit.engine.evaluate import tiled_loader
+
+            val_loader = tiled_loader(shard, t.eval_batch_size or batch, num_workers=d.num_workers)
+        else:
+            val_loader = make_loader(
+                DetectionDataset(shard, SSDEvalTransform(size)),
+                batch_size=t.eval_batch_size or batch,
+                shuffle=False,
+                num_workers=d.num_workers,
+                seed=t.seed,
+            )
+    return Loaders(train_loader, val_loader, class_names, train_source, val_source, batch, reader_problems, tile)

@@ -200,6 +200,7 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
         evaluator = create_evaluator(
             model, cfg, loaders.class_names, cfg.train.eval_metric, device, pixel_offset=loaders.val_pixel_offset,
             amp=cfg.train.amp, channels_last=cfg.train.channels_last, keep_detections=True,  # the final report
+            tile=loaders.tile, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
         )
     run = attach_handlers(trainer, cfg, model=model, optimizer=optimizer, scheduler=scheduler, loaders=loaders,
                           evaluator=evaluator, scaler=scaler, progress=progress, stop_at_iteration=stop_at_iteration,
