@@ -117,6 +117,10 @@ RUNS = {
                                                      "--precision", c, "--device", "cpu"],
     ("evaluate", "--precision"): lambda c, toy, tmp: ["evaluate", "--checkpoint", _ckpt_for(toy, "voc"), "--data",
                                                       _format_data(toy, "voc"), "--precision", c, "--device", "cpu"],
+    ("train", "--format"): lambda c, toy, tmp: ["train", "--data", _format_data(toy, c), "--format", c, "--epochs", "1",
+                                                "--batch", "1", "--tile", "none", "model.width_mult=0.125",
+                                                "model.batch_norm=false", "train.eval_every=0",
+                                                f"train.output_dir={tmp / 'run'}", "--no-progress"],
     ("import-weights", "--from"): lambda c, toy, tmp: ["import-weights", "--from", c, "--weights",
                                                        _weights(c, tmp / "w.pth"), "--out", str(tmp / "ck.pt")],
 }

@@ -7,6 +7,7 @@ import math
 import sys
 
 from ssdkit import choices
+from ssdkit.errors import SSDKitError
 
 # ------------------------------------------------------------------------------------------------- output
 
@@ -91,11 +92,29 @@ def cmd_anchors(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from pathlib import Path
+
     from ssdkit.config import load_config
     from ssdkit.engine.train import train
 
-    summary = train(load_config(args.config, args.overrides), resume=args.resume, progress=not args.no_progress,
-                    nproc=args.nproc, exist_ok=args.exist_ok)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # `train --data X key=value`
+        config, overrides = None, [config, *overrides]
+    if args.data is not None:
+        if config is not None:
+            raise SSDKitError("train: give a CONFIG.yaml or --data PATH, not both (use key=value to change values)")
+        from ssdkit.engine.autoconfig import auto_config
+
+        cfg, notes = auto_config(args.data, val_data=args.val_data, model=args.model, epochs=args.epochs,
+                                 batch=args.batch, tile=args.tile, format=args.format, overrides=overrides)
+        if not args.json:
+            for note in notes:
+                print(f"ssdkit train: {note}")
+    elif config is None:
+        raise SSDKitError("train: give a CONFIG.yaml, or --data PATH to configure the run from the data")
+    else:
+        cfg = load_config(config, overrides)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress, nproc=args.nproc, exist_ok=args.exist_ok)
     _emit(args, summary, lambda s: None)
     return 0
 

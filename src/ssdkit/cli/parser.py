@@ -66,9 +66,9 @@ def _name_list(allowed):  # noqa: ANN202
     return parse
 
 
-def _tile_size(text: str) -> int | str:
-    if text == "auto":
-        return text
+def _tile_size(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
     try:
         return int(text)
     except ValueError:
@@ -151,8 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_anchors)
 
-    sp = sub.add_parser("train", help="train from a YAML config (key=value overrides)")
-    sp.add_argument("config")
+    sp = sub.add_parser("train", help="train from a YAML config, or from a labelled folder (--data) with an automatic "
+                                      "config; key=value overrides")
+    sp.add_argument("config", nargs="?", default=None, help="a run config YAML (or use --data)")
+    sp.add_argument("--data", default=None, help="train from this dataset (any format): classes, default boxes, "
+                                                 "validation split, tiling and the recipe chosen from the data")
+    sp.add_argument("--val-data", default=None, help="with --data: the validation set (default: the data's own 'val' "
+                                                     "split, else a seeded 10%% hold-out)")
+    sp.add_argument("--model", default=None, help=f"with --data: {_MODEL_HELP}")
+    sp.add_argument("--epochs", type=int, default=None, help="with --data: training epochs (default the recipe's)")
+    sp.add_argument("--batch", type=int, default=None, help="with --data: batch size (default the recipe's)")
+    sp.add_argument("--tile", type=_tile_size, default="auto", metavar="N|auto",
+                    help="with --data: tiled training in N x N windows; auto (default) tiles when objects are small "
+                         "in large images; none: never")
+    sp.add_argument("--format", default=None, choices=choices.DATA_FORMAT_CHOICES, help="with --data: force a format")
     sp.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
     sp.add_argument("--resume", default=None, help="checkpoint to resume from")
     sp.add_argument("--nproc", type=int, default=None, help="processes (torch.distributed through ignite)")
