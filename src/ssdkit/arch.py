@@ -58,6 +58,8 @@ _EXTRAS = {
 }
 #: Backbone layouts (``model.arch``).
 ARCHS = tuple(_EXTRAS)
+#: The position in TRUNK of pool3: the map before it (conv3_3, stride 4) is the optional extra low level.
+LOW_LEVEL_POOL = 9
 #: The layer after which pool5 (3x3, stride 1, padding 1) runs.
 POOL5_AFTER = "conv5_3"
 
@@ -74,14 +76,18 @@ def _out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1, c
     return (math.ceil(span / stride) if ceil else span // stride) + 1
 
 
-def feature_map_sizes(arch: str, input_size: int) -> tuple[int, ...]:
+def feature_map_sizes(arch: str, input_size: int, extra_low_level: bool = False) -> tuple[int, ...]:
     """Sides of the prediction feature maps of ``arch`` for a square ``input_size`` input, walked through the
-    layer table (sizes < 1 are returned as they come; the caller rejects them)."""
+    layer table (sizes < 1 are returned as they come; the caller rejects them). ``extra_low_level`` adds the
+    stride-4 map of conv3_3 first."""
     s = input_size
-    for v in TRUNK:
+    low = []
+    for k, v in enumerate(TRUNK):
         if v == "M":
+            if k == LOW_LEVEL_POOL and extra_low_level:
+                low.append(s)  # conv3_3, before pool3
             s = _out(s, 2, 2, 0, ceil=True)
-    sizes = [s]  # conv4_3
+    sizes = [*low, s]  # (conv3_3,) conv4_3
     s = _out(s, 2, 2, 0, ceil=True)  # pool4
     for conv in tail(arch):
         s = _out(s, conv.kernel, conv.stride, conv.padding, conv.dilation)

@@ -36,7 +36,7 @@ PREDICT_PRESET = "visualize"
 EVAL_PRESET = "evaluate"
 
 #: Model presets of :data:`ssdkit.config.PRESETS` (``--model``, ``model.preset``).
-MODEL_PRESETS = ("ssd300", "ssd512", "ssd300_small")
+MODEL_PRESETS = ("ssd300", "ssd512", "ssd300_small", "ssd300_tiny")
 #: Backbone layouts the model code builds (``model.arch``), from the layer table.
 ARCHS = arch.ARCHS
 #: Input pixel channel orders (``model.channel_order``).

@@ -44,15 +44,16 @@ def _one_of(value: Any, names: tuple[str, ...], key: str) -> None:
     _check(value in names, key, f"expected one of {', '.join(names)}, got {value!r}")
 
 
-def feature_map_sizes(arch: str, input_size: int) -> tuple[int, ...]:
-    """Spatial sizes of the prediction feature maps of ``arch`` for a square ``input_size`` input.
+def feature_map_sizes(arch: str, input_size: int, extra_low_level: bool = False) -> tuple[int, ...]:
+    """Spatial sizes of the prediction feature maps of ``arch`` for a square ``input_size`` input (with the
+    stride-4 conv3_3 level first when ``extra_low_level``).
 
     Derived from the network's layer table (:mod:`ssdkit.arch`: ceil-mode pools, stride-2 extras, unpadded 3x3
     tails), so the default boxes always match what the network really produces.
     """
     if arch not in ARCHS:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
-    sizes = arch_feature_map_sizes(arch, input_size)
+    sizes = arch_feature_map_sizes(arch, input_size, extra_low_level)
     if min(sizes) < 1:
         raise ConfigError(f"model.input_size: {input_size} is too small for {arch} (feature maps {sizes})")
     return sizes
@@ -81,6 +82,8 @@ class ModelConfig:
     clip_default_boxes: bool = False
     clip_default_box_centers: bool = False
     l2norm_scale: float = 20.0
+    # a stride-4 prediction level from conv3_3 (own L2Norm), first: for objects under ~16 px at the input
+    extra_low_level: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: str = "rgb"
@@ -99,7 +102,7 @@ class ModelConfig:
 
     @property
     def fm_sizes(self) -> tuple[int, ...]:
-        return feature_map_sizes(self.arch, self.input_size)
+        return feature_map_sizes(self.arch, self.input_size, self.extra_low_level)
 
     @property
     def num_levels(self) -> int:
@@ -165,7 +168,18 @@ def small_objects_config(num_classes: int = 21, **overrides: Any) -> ModelConfig
     return ModelConfig(arch="ssd300", num_classes=num_classes, box_sizes=(3, 6, 11, 16, 21, 26, 31), **overrides)
 
 
-PRESETS = {"ssd300": ssd300_config, "ssd512": ssd512_config, "ssd300_small": small_objects_config}
+def tiny_objects_config(num_classes: int = 21, **overrides: Any) -> ModelConfig:
+    """SSD300 with the stride-4 conv3_3 level (75 x 75 at 300 px; 4 default boxes per cell of 15 and 21 px) in front
+    of SSD300's own six: 31232 default boxes. For objects of ~6-16 px at the input."""
+    base = dict(arch="ssd300", extra_low_level=True, steps=(4, 8, 16, 32, 64, 100, 300),
+                box_sizes=(15, 30, 60, 111, 162, 213, 264, 315),
+                aspect_ratios=((2,), (2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+    base.update(overrides)
+    return ModelConfig(num_classes=num_classes, **base)
+
+
+PRESETS = {"ssd300": ssd300_config, "ssd512": ssd512_config, "ssd300_small": small_objects_config,
+           "ssd300_tiny": tiny_objects_config}
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,12 @@ def coverage_report(boxes: torch.Tensor, cfg: ModelConfig, iou_threshold: float 
     }
 
 
-def _with_sizes(cfg: ModelConfig, input_size: int, sizes: Sequence[float]) -> ModelConfig:
-    fm = feature_map_sizes(cfg.arch, input_size)
+def _with_sizes(cfg: ModelConfig, input_size: int, sizes: Sequence[float], extra: bool) -> ModelConfig:
+    fm = feature_map_sizes(cfg.arch, input_size, extra)
     steps = tuple(round(input_size / f, 3) for f in fm)
-    return replace(cfg, input_size=input_size, box_sizes=tuple(round(float(v), 2) for v in sizes), steps=steps)
+    ratios = cfg.aspect_ratios[1:] if cfg.extra_low_level else cfg.aspect_ratios
+    return replace(cfg, input_size=input_size, box_sizes=tuple(round(float(v), 2) for v in sizes), steps=steps,
+                   extra_low_level=extra, aspect_ratios=((2,), *ratios) if extra else ratios)
 
 
 def _size_families(levels: int, lo: float, hi: float):
@@ -119,8 +121,9 @@ def recommend_config(boxes_per_image: Sequence[tuple[torch.Tensor, int, int]], c
     Candidates keep the architecture. Box sizes come from two families built on the 2nd..98th percentile of
     object size: a geometric sequence over all levels (the paper's) and one dense at the finest level (for
     small objects); steps follow the feature-map grid (``input_size / fm_size``). Small objects also need a
-    finer grid than 8 px, which only a larger input gives, so input sizes 300..800 are tried in turn: the
-    cheapest (smallest input) candidate reaching ``target`` coverage wins; otherwise the best one found.
+    finer grid than 8 px: the stride-4 conv3_3 level (``extra_low_level``, ~1.3x the FLOPs of SSD300) or a larger
+    input gives one, so (input 300, without then with the extra level), (400, ...), ... up to 800 are tried in
+    turn: the cheapest candidate reaching ``target`` coverage wins; otherwise the best one found.
 
     Args:
         boxes_per_image: ``(boxes [M, 4] xyxy image pixels, width, height)`` per image.
@@ -144,13 +147,16 @@ def recommend_config(boxes_per_image: Sequence[tuple[torch.Tensor, int, int]], c
         wh = boxes[:, 2:] - boxes[:, :2]
         s = (wh[:, 0] * wh[:, 1]).clamp(min=1e-6).sqrt()
         q_lo, q_hi = torch.quantile(s, torch.tensor([0.02, 0.98])).tolist()
-        levels = len(feature_map_sizes(cfg.arch, input_size))
-        for box_sizes in _size_families(levels, q_lo, q_hi):
-            cand = _with_sizes(cfg, input_size, box_sizes)
-            best_iou, count = match_stats(boxes, cand, iou_threshold)
-            score = (float((count >= 1).float().mean()), float(best_iou.mean()))
-            if best is None or score > best[0]:
-                best = (score, cand)
+        for extra in (False, True):
+            levels = len(feature_map_sizes(cfg.arch, input_size, extra))
+            for box_sizes in _size_families(levels, q_lo, q_hi):
+                cand = _with_sizes(cfg, input_size, box_sizes, extra)
+                best_iou, count = match_stats(boxes, cand, iou_threshold)
+                score = (float((count >= 1).float().mean()), float(best_iou.mean()))
+                if best is None or score > best[0]:
+                    best = (score, cand)
+            if best[0][0] >= target:
+                break
         if best[0][0] >= target:
             break
     return {"config": best[1], "coverage": best[0][0]}
@@ -183,9 +189,13 @@ def anchor_fit(samples: Sequence, cfg: ModelConfig, iou_threshold: float = 0.5, 
             "input_size": rc.input_size,
             "box_sizes": list(rc.box_sizes),
             "steps": list(rc.steps),
+            "extra_low_level": rc.extra_low_level,
+            "aspect_ratios": [list(a) for a in rc.aspect_ratios],
             "coverage": rec["coverage"],
             "snippet": (f"model:\n  arch: {rc.arch}\n  input_size: {rc.input_size}\n"
-                        f"  box_sizes: {list(rc.box_sizes)}\n  steps: {list(rc.steps)}\n"),
+                        f"  box_sizes: {list(rc.box_sizes)}\n  steps: {list(rc.steps)}\n"
+                        + (f"  extra_low_level: true\n  aspect_ratios: {[list(a) for a in rc.aspect_ratios]}\n"
+                           if rc.extra_low_level else "")),
         }
     return result
 

@@ -123,10 +123,11 @@ def auto_config(
     fit = anchor_fit(samples, config_from_dict({"model": mcfg}).model)
     if fit["objects"] and fit["coverage"] < COVERAGE_TARGET and fit.get("recommended"):
         rec = fit["recommended"]
-        mcfg.update(input_size=rec["input_size"], box_sizes=rec["box_sizes"], steps=rec["steps"])
+        mcfg.update(input_size=rec["input_size"], box_sizes=rec["box_sizes"], steps=rec["steps"],
+                    extra_low_level=rec["extra_low_level"], aspect_ratios=rec["aspect_ratios"])
         notes.append(f"default boxes: the preset covers {100 * fit['coverage']:.0f}% of the objects; using the "
                      f"anchor analysis's (coverage {100 * rec['coverage']:.0f}%): input {rec['input_size']}, "
-                     f"box_sizes {rec['box_sizes']}")
+                     f"box_sizes {rec['box_sizes']}{', the stride-4 level' if rec['extra_low_level'] else ''}")
     elif fit["objects"]:
         notes.append(f"default boxes: the preset's cover {100 * fit['coverage']:.0f}% of the objects")
 

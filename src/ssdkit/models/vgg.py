@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ssdkit.arch import POOL5_AFTER, TRUNK, tail
+from ssdkit.arch import LOW_LEVEL_POOL, POOL5_AFTER, TRUNK, tail
 from ssdkit.config import ModelConfig
 from ssdkit.errors import CheckpointError
 
@@ -73,6 +73,13 @@ class VGG16Extractor(nn.Module):
         self.norm4 = L2Norm(self.features.out_channels, config.l2norm_scale)
         self.layer_names: list[str] = []
         self.out_channels = [self.features.out_channels]
+        self.low_split = None  # index in features.layers of pool3 when conv3_3 is a prediction level
+        if config.extra_low_level:
+            pools = [i for i, m in enumerate(self.features.layers) if isinstance(m, nn.MaxPool2d)]
+            self.low_split = pools[2]
+            low_channels = scaled(TRUNK[LOW_LEVEL_POOL - 1], w)
+            self.norm3 = L2Norm(low_channels, config.l2norm_scale)
+            self.out_channels.insert(0, low_channels)
         self.bns = nn.ModuleDict() if config.batch_norm else None
         self._outputs = set()
         for c in tail(config.arch):
@@ -88,8 +95,13 @@ class VGG16Extractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``Tensor[N, 3, H, W]`` normalised input -> list of ``Tensor[N, C_k, F_k, F_k]``."""
-        h = self.features(x)
-        hs = [self.norm4(h)]
+        if self.low_split is None:
+            h = self.features(x)
+            hs = [self.norm4(h)]
+        else:  # conv3_3 is a prediction level too: run the trunk in two parts
+            low = self.features.layers[:self.low_split](x)
+            h = self.features.layers[self.low_split:](low)
+            hs = [self.norm3(low), self.norm4(h)]
         h = F.max_pool2d(h, kernel_size=2, stride=2, ceil_mode=True)
         for name in self.layer_names:
             h = getattr(self, name)(h)
