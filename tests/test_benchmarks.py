@@ -1,6 +1,7 @@
 """Smoke test of the benchmark scripts that are cheap at toy sizes (they are not run in CI otherwise)."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -35,11 +36,68 @@ def test_bench_augment_measures_both_sides():
 
 
 def test_bench_train_measures_both_sides():
-    result = load("bench_train").main(["--batch", "1", "--width-mult", "0.125", "--steps", "1", "--rounds", "1",
-                                       "--warmup", "0", "--json"])
-    step = result["step"]
-    assert step["ssdkit_img_per_s"] > 0 and step["torchvision_img_per_s"] > 0 and step["ratio"] > 0
-    assert step["anchors_match"] is True  # torchvision's SSD built on ssdkit's network has the same default boxes
+    result = load("bench_train").main(["--batch", "2", "--width-mult", "0.125", "--steps", "1", "--rounds", "1",
+                                       "--warmup", "0", "--variants", "fp32,bf16+cl", "--json"])
+    (step,) = result["step"]
+    assert step["batch"] == 2 and step["anchors_match"] is True  # torchvision's SSD on ssdkit's network: same boxes
+    import torch
+
+    from ssdkit.runtime import cpu_bf16_supported
+
+    expected = {"fp32", "bf16+cl"} if cpu_bf16_supported() or torch.cuda.is_available() else {"fp32"}
+    assert set(step["variants"]) == expected
+    for v in step["variants"].values():
+        assert v["ssdkit_img_per_s"] > 0 and v["torchvision_img_per_s"] > 0 and v["ratio"] > 0
+        assert all(math.isfinite(x) for x in v["first_loss"].values())
+    assert step["best"]["ratio"] > 0 and step["best"]["ratio_vs_torchvision_fp32"] > 0
+
+
+def test_bench_train_real_loader_reports_data_wait():
+    result = load("bench_train").main(["--batch", "2", "--width-mult", "0.125", "--steps", "1", "--rounds", "1",
+                                       "--warmup", "0", "--variants", "fp32", "--loader", "--loader-images", "4",
+                                       "--json"])
+    v = result["step"][0]["variants"]["fp32"]
+    assert v["ssdkit_img_per_s"] > 0 and set(v["data_wait_ms_per_step"]) == {"ssdkit", "torchvision"}
+    assert all(w >= 0 for w in v["data_wait_ms_per_step"].values())
+
+
+def test_bench_loader_measures_both_pipelines():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = load("bench_loader").main(["--quick", "--images", "8", "--batch", "4", "--workers", "0,1", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["workers"] for r in result["by_workers"]] == [0, 1]
+    for r in result["by_workers"]:
+        assert r["ssdkit"]["img_per_s"] > 0 and r["torchvision"]["img_per_s"] > 0 and r["ratio"] > 0
+    assert result["cpu"]["model"] and result["stages_1_thread"]["decode_ms"] > 0
+    assert result["per_worker_core"]["ssdkit"] > 0
+    assert "gpu_decode" not in result or "error" not in result["gpu_decode"]
+
+
+def test_gpu_suite_dry_runs_on_cpu(tmp_path):
+    """``gpu_suite.py --device cpu --quick``: every section runs at toy size, the JSON file holds each one."""
+    import json
+
+    out = tmp_path / "suite.json"
+    # a generous budget: ~10-40 s on the 2-core development box, but other work on a shared box can triple it
+    result = load("gpu_suite").main(["--device", "cpu", "--quick", "--out", str(out), "--budget", "600"])
+    assert json.loads(out.read_text())["sections"].keys() == result["sections"].keys()
+    s = result["sections"]
+    assert set(s) == {"peak", "train", "infer", "coder", "loader", "train_run"}
+    for name, sec in s.items():
+        assert "error" not in sec and "timed_out" not in sec, (name, sec)
+    assert s["peak"]["bf16_tflop_s"] > 0
+    run = s["train"]["runs"][0]
+    assert run["ssdkit"]["img_per_s"] > 0 and run["torchvision"]["img_per_s"] > 0 and run["ssdkit"]["mfu_pct"] > 0
+    assert s["infer"]["img_per_s"]["ssdkit fp32 b1"] > 0 and s["infer"]["img_per_s"]["torchvision fp32 b1"] > 0
+    assert s["coder"]["encode"]["equal"] and s["coder"]["decode"]["equal"]
+    assert s["loader"]["runs"][0]["img_per_s"] > 0
+    tr = s["train_run"]
+    assert tr["loss_finite"] and tr["checkpoint_written"] and tr["resume_bit_exact"], tr
+    assert result["elapsed_s"] < 600
 
 
 def test_bench_infer_runs_every_runner():
@@ -55,6 +113,14 @@ def test_bench_infer_runs_every_runner():
         assert e2e["openvino (ssdkit decode) b1"] > 0 and e2e["openvino int8 (ssdkit decode) b1"] > 0
     fwd = result["forward"]
     assert fwd["gflops_per_image"] > 0 and fwd["channels_last"]["pct_of_flop_limit"] > 0
+    assert fwd["peak"]["fp32"]["measured_gflop_s"] > 0 and len(fwd["peak"]["fp32"]["kernels_gflop_s"]) >= 4
+    assert fwd["theoretical"]["fp32"] > 0 and fwd["theoretical"]["assumed"]
+    from ssdkit.runtime import cpu_bf16_supported
+
+    if cpu_bf16_supported():
+        assert fwd["bf16 channels_last"]["pct_of_flop_limit"] > 0 and fwd["peak"]["bf16"]["measured_gflop_s"] > 0
+    if importlib.util.find_spec("onnxruntime"):
+        assert fwd["onnxruntime int8"]["pct_of_flop_limit"] > 0 and fwd["peak"]["int8"]["measured_gflop_s"] > 0
 
 
 def test_bench_tiled_compares_with_sahi_when_installed(capsys):
