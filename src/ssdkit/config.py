@@ -269,7 +269,7 @@ class TrainConfig:
     warmup_iterations: int = 0
     warmup_factor: float = 0.001  # LR multiplier at iteration 0, rising linearly to 1 over warmup_iterations
     grad_clip: float | None = None
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    amp: str = "none"  # none | bf16 (CUDA, or CPUs with AVX512-BF16/AMX) | fp16 (CUDA)
     channels_last: bool = False
     neg_pos_ratio: int = 3
     seed: int = 0

@@ -86,7 +86,7 @@ def create_evaluator(
         class_names: object class names (``num_classes - 1``), result keys.
         metric: ``"voc07"`` | ``"voc"`` | ``"coco"``.
         pixel_offset: VOC devkit ``+1`` widths (integer VOC boxes); False for continuous coordinates.
-        amp: ``"bf16"`` / ``"fp16"`` autocast on CUDA; ignored elsewhere.
+        amp: ``"bf16"`` autocast on CUDA and on CPUs with bf16 units, ``"fp16"`` on CUDA; float32 elsewhere.
         channels_last: the memory format the model runs in (the training model keeps its own).
         keep_detections: also collect every image's detections and ground truth in ``state.detections`` and
             ``state.ground_truths`` (lists, loader order).

@@ -53,7 +53,7 @@ from ssdkit.engine.runfiles import BATCH_FILES, LABELS, RESULTS
 from ssdkit.engine.step import create_train_step, create_trainer
 from ssdkit.errors import CheckpointError, ConfigError, SSDKitError
 from ssdkit.models import build_model, load_vgg16_weights
-from ssdkit.runtime import amp_dtype
+from ssdkit.runtime import amp_dtype, amp_fallback
 from ssdkit.utils import atomic_write_text
 
 __all__ = [
@@ -104,7 +104,7 @@ def create_model_and_optimizer(
         logger.info("initialised from %s: %d tensors loaded, %d freshly initialised%s", t.init_from,
                     len(report["loaded"]), len(report["initialised"]), f" ({', '.join(fresh)})" if fresh else "")
     model.to(device)
-    if t.channels_last:  # faster on CUDA; on CPU, measured, the forward gains but the backward loses about as much
+    if t.channels_last:  # faster on CUDA, and measured 3-4x (fp32) / ~10x (bf16) faster on an AMX Xeon CPU
         model.to(memory_format=torch.channels_last)
     if idist.get_world_size() > 1:
         # DDP (params broadcast from rank 0). In one process the model stays unwrapped: auto_model would
@@ -190,8 +190,8 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
     total = total_iterations(cfg, epoch_length)
     scheduler = create_scheduler(cfg, optimizer, total)
     use_amp = amp_dtype(cfg.train.amp, device) is not None
-    if cfg.train.amp != "none" and not use_amp:
-        logger.warning("train.amp=%s needs CUDA; training in float32 on %s", cfg.train.amp, device)
+    if note := amp_fallback(cfg.train.amp, device):
+        logger.warning("train.%s", note)
     scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.train.amp == "fp16" else None
     stop = StopRequest(announce=rank == 0)
     trainer = create_trainer(cfg, model, optimizer, device, scaler, stop)
