@@ -14,13 +14,11 @@ from ssdkit.viz import (
     class_color,
     draw_detections,
     plot_anchor_fit,
-    plot_confusion_matrix,
     plot_pr_curves,
-    plot_pr_f1,
-    plot_tide,
     plot_training_curves,
     save_image,
 )
+from ssdkit.viz_report import plot_confusion_matrix, plot_pr_f1, plot_tide
 
 
 def no_temp_files(folder):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ssdkit import viz
+from ssdkit import viz, viz_report
 from ssdkit.choices import DECODE_PRESETS, METRICS, PREDICT_PRESET
 from ssdkit.errors import SSDKitError
 from ssdkit.metrics.coco import COCO_SIZE_RANGES, evaluate_coco
@@ -259,9 +259,9 @@ def write_report(
     _write_json(Path(paths["confusion_matrix"]), cm)
     _write_json(Path(paths["tide"]), tide)
     viz.plot_pr_curves(voc, paths["pr_curves_png"])
-    viz.plot_pr_f1(prf, paths["pr_f1_png"])
-    viz.plot_confusion_matrix(cm, paths["confusion_matrix_png"])
-    viz.plot_tide(tide, paths["tide_png"])
+    viz_report.plot_pr_f1(prf, paths["pr_f1_png"])
+    viz_report.plot_confusion_matrix(cm, paths["confusion_matrix_png"])
+    viz_report.plot_tide(tide, paths["tide_png"])
     atomic_write_text(paths["report"], _markdown(summary, voc, coco, prf, cm, tide, names))
     _write_json(Path(paths["summary"]), summary)
     return summary
