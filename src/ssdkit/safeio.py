@@ -34,8 +34,10 @@ MAX_YAML_DEPTH = 50
 MAX_YAML_NODES = 100_000
 
 
-def read_text(path: str | os.PathLike, what: str = "file", error: type[SSDKitError] = SSDKitError) -> str:
-    """The UTF-8 text of ``path``; ``what`` names the file's role in messages (``"split file"``).
+def read_text(path: str | os.PathLike, what: str = "file", error: type[SSDKitError] = SSDKitError,
+              max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path`` (at most ``max_bytes``); ``what`` names the file's role in messages
+    (``"split file"``).
 
     Raises:
         ``error`` (an SSDKitError subclass): missing, a folder, unreadable, too large or not UTF-8.
@@ -45,7 +47,7 @@ def read_text(path: str | os.PathLike, what: str = "file", error: type[SSDKitErr
         raise error(f"{p}: is a folder, not a {what}")
     try:
         size = p.stat().st_size
-        if size > MAX_TEXT_BYTES:
+        if size > max_bytes:
             raise error(f"{p}: {size} bytes is too large for a {what}")
         data = p.read_bytes()
     except FileNotFoundError:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdkit.errors import DataError
+from ssdkit.safeio import read_text
 
 __all__ = ["CocoInstances", "load_json", "parse_instances", "parse_results", "require_references"]
 
@@ -73,22 +74,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
             JSON (line and column given) or nested too deeply for the parser.
     """
     p = Path(path)
-    if p.is_dir():
-        raise DataError(f"{p}: is a folder, not a {what} JSON file")
-    if not p.is_file():
-        raise DataError(f"{p}: {what} file not found")
-    try:
-        size = p.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise DataError(f"{p}: {size} bytes, more than the {MAX_JSON_BYTES} a {what} JSON file may have")
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); JSON is UTF-8") from None
-    del raw
+    text = read_text(p, f"{what} JSON file", DataError, MAX_JSON_BYTES)
     if not text.strip():
         raise DataError(f"{p}: empty file (expected {what} JSON)")
     try:
