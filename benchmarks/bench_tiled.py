@@ -25,6 +25,7 @@ SAHI is optional (``pip install sahi``): without it the SAHI side is skipped wit
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-sahi", action="store_true", help="skip SAHI even when installed")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the ssdkit bf16 row (CPUs with bf16 units, CUDA)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     n_images = args.images or (2 if args.quick else 20)
@@ -215,6 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
     untiled = Detector(model, cfg, CLASSES, **common)
     tiled = Detector(model, cfg, CLASSES, tile=spec, **common)
     tiled_sahi_rules = Detector(model, cfg, CLASSES, tile=sahi_rules, **common)
+    tiled_bf16 = None
+    if not args.no_bf16:  # the same weights in bfloat16 (its own copy: the Detector casts its model)
+        from ssdkit.runtime import cpu_bf16_supported
+
+        if args.device == "cuda" or cpu_bf16_supported():
+            tiled_bf16 = Detector(copy.deepcopy(model), cfg, CLASSES, tile=spec, precision="bf16", **common)
     limit = int(untiled.settings["max_detections"])
 
     scenes = ShapesDataset(n_images, seed=1, image_size=side, min_size=8, max_size=32, max_objects=40,
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     gts = [{"boxes": scenes.sample(i).boxes, "labels": scenes.sample(i).labels} for i in range(n_images)]
 
     runners = {"ssdkit tiled": lambda: tiled(images), "ssdkit tiled, SAHI rules": lambda: tiled_sahi_rules(images)}
+    if tiled_bf16 is not None:
+        runners["ssdkit tiled bf16"] = lambda: tiled_bf16(images)
     notes = []
     try:
         if args.no_sahi:
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "sahi" in outputs:
         results["ratio_vs_sahi"] = round(ips["ssdkit tiled"] / ips["sahi"], 2)
         results["ratio_sahi_rules_vs_sahi"] = round(ips["ssdkit tiled, SAHI rules"] / ips["sahi"], 2)
+        if "ssdkit tiled bf16" in ips:
+            results["ratio_bf16_vs_sahi"] = round(ips["ssdkit tiled bf16"] / ips["sahi"], 2)
         equal, gap = same_detections(outputs["ssdkit tiled, SAHI rules"], outputs["sahi"])
         results["sahi_rules_equal_sahi"] = equal
         results["sahi_rules_max_box_gap_px"] = gap
@@ -272,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<26} {ips[name]:>8.3f} img/s   VOC07 AP50 {maps[name]:.4f}")
     if "sahi" in outputs:
         print(f"ssdkit tiled / sahi: {results['ratio_vs_sahi']}x; ssdkit with SAHI rules / sahi: "
-              f"{results['ratio_sahi_rules_vs_sahi']}x; SAHI rules give SAHI's detections: "
+              f"{results['ratio_sahi_rules_vs_sahi']}x; ssdkit tiled bf16 / sahi (fp32): "
+              f"{results.get('ratio_bf16_vs_sahi', '-')}x; SAHI rules give SAHI's detections: "
               f"{results['sahi_rules_equal_sahi']} (largest box gap {results['sahi_rules_max_box_gap_px']:.2g} px)")
     for note in notes:
         print(f"note: {note}")

@@ -69,7 +69,8 @@ def test_small_objects_low_coverage_and_recommendation_fixes_it():
     assert r["coverage"] < 0.5  # default SSD300 boxes (30..315 px) miss most 10-30 px objects
     rec = r["recommended"]
     assert rec["coverage"] >= 0.95
-    cfg = ModelConfig(input_size=rec["input_size"], box_sizes=tuple(rec["box_sizes"]), steps=tuple(rec["steps"]))
+    cfg = ModelConfig(input_size=rec["input_size"], box_sizes=tuple(rec["box_sizes"]), steps=tuple(rec["steps"]),
+                      extra_low_level=rec["extra_low_level"], aspect_ratios=tuple(map(tuple, rec["aspect_ratios"])))
     again = anchor_fit(samples, cfg, recommend=False)
     assert abs(again["coverage"] - rec["coverage"]) < 1e-9
     assert "box_sizes" in rec["snippet"]
