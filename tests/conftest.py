@@ -7,8 +7,12 @@ from ssdkit.checkpoint import save_checkpoint
 from ssdkit.config import Config, ModelConfig
 from ssdkit.models import build_model
 
-# Two cores: keep intra-op threads at the core count so parallel pytest workers do not oversubscribe.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Share the cores between the parallel pytest workers (xdist says how many there are): two workers of two
+# threads each on two cores oversubscribe, and OpenMP's spinning threads then run several times slower. The
+# environment variable carries the share to the subprocesses some tests start.
+_THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 
 def pytest_collection_modifyitems(config, items):

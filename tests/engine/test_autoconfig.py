@@ -43,3 +43,23 @@ def test_small_objects_in_large_images_get_tiles_and_fitted_boxes(tmp_path):
     untiled, _ = auto_config(data, epochs=1, tile=None)
     assert untiled.data.tile_size is None
     assert untiled.model.box_sizes[0] < 30  # the 20 px objects shrink to 6 px: the analysis picks small boxes
+
+
+def test_the_recipe_input_size_keeps_the_layers_and_the_smallest_box():
+    import math
+
+    from ssdkit.anchors import default_boxes_for
+    from ssdkit.arch import feature_map_sizes
+    from ssdkit.config import ModelConfig
+    from ssdkit.engine.autoconfig import at_input_size
+
+    base = ModelConfig(num_classes=4)
+    cfg = at_input_size(base, 400)
+    fm = feature_map_sizes("ssd300", 400)
+    assert fm[0] == 50 and len(cfg.steps) == len(fm)
+    assert all(math.isclose(s * f, 400, rel_tol=1e-4) for s, f in zip(cfg.steps, fm))
+    assert cfg.box_sizes[0] == base.box_sizes[0]
+    assert all(math.isclose(b, a * 4 / 3, rel_tol=1e-3) for a, b in zip(base.box_sizes[1:], cfg.box_sizes[1:]))
+    per_cell = [2 + 2 * len(r) for r in cfg.aspect_ratios]
+    assert len(default_boxes_for(cfg)) == sum(f * f * k for f, k in zip(fm, per_cell))
+    assert at_input_size(base, 300) is base

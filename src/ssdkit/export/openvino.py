@@ -19,8 +19,10 @@ AVX512-BF16 / AMX (``INFERENCE_PRECISION_HINT``); ssdkit's runner asks for ``f32
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +116,8 @@ def _nncf_quantize(ov_model, calib: Any, cfg, calib_count: int):
     batches = Batches()
     scope = nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), validate=False)
     nncf.set_log_level(logging.WARNING)  # its INFO lines name every node it leaves alone
-    quantized = nncf.quantize(ov_model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(batches), ignored_scope=scope)
+    # its progress bar goes to stderr with the rest of the progress: stdout stays the command's --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(ov_model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                  subset_size=len(batches), ignored_scope=scope)
     return quantized, {"calibration_images": len(batches)}
