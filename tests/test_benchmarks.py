@@ -131,6 +131,16 @@ def test_bench_infer_runs_every_runner():
 
 
 def test_bench_tiled_compares_with_sahi_when_installed(capsys):
+    from PIL import Image
+
+    guard = Image.MAX_IMAGE_PIXELS  # importing sahi sets Pillow's decompression-bomb guard to None, process-wide
+    try:
+        _bench_tiled_with_sahi(capsys)
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+
+
+def _bench_tiled_with_sahi(capsys):
     import torch
 
     threads = torch.get_num_threads()
