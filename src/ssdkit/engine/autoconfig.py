@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from ssdkit.arch import feature_map_sizes
 from ssdkit.config import Config, ModelConfig, apply_overrides, config_from_dict, config_to_dict, model_config_from_arg
 from ssdkit.errors import ConfigError, DataError
 
@@ -51,10 +49,10 @@ def at_input_size(cfg: ModelConfig, input_size: int) -> ModelConfig:
     box that matches the smallest of them)."""
     if input_size == cfg.input_size:
         return cfg
-    fm = feature_map_sizes(cfg.arch, input_size, cfg.extra_low_level)
+    from ssdkit.analysis.anchor_fit import _with_sizes  # the anchor search's steps-from-the-grid, one place
+
     r = input_size / cfg.input_size
-    sizes = (cfg.box_sizes[0], *(round(b * r, 2) for b in cfg.box_sizes[1:]))
-    return replace(cfg, input_size=input_size, steps=tuple(round(input_size / f, 3) for f in fm), box_sizes=sizes)
+    return _with_sizes(cfg, input_size, (cfg.box_sizes[0], *(b * r for b in cfg.box_sizes[1:])), cfg.extra_low_level)
 
 
 def _try_split(data: str, split: str | None, fmt: str | None):
