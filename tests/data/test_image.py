@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ssdkit.data.image import image_size, load_image
-from ssdkit.errors import DataError
+from ssdkit.errors import DataError, SSDKitError
 
 
 def _gradient(w: int = 48, h: int = 32) -> np.ndarray:
@@ -154,9 +153,51 @@ def test_unreadable_files_raise_data_error_naming_file(tmp_path):
             image_size(tmp_path / name)
 
 
-def test_image_size_reads_header_only(tmp_path):
+def test_image_size_reads_header_only(tmp_path, monkeypatch):
     Image.new("RGB", (2000, 1500)).save(tmp_path / "big.png")
-    t = time.perf_counter()
-    for _ in range(20):
-        assert image_size(tmp_path / "big.png") == (2000, 1500)
-    assert (time.perf_counter() - t) / 20 < 0.01
+
+    def no_decode(self):
+        raise AssertionError("image_size decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    assert image_size(tmp_path / "big.png") == (2000, 1500)
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A tiny PNG whose header declares ``width x height`` (a decompression bomb when large)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_bomb_refused_even_when_another_library_switched_pillows_guard_off(tmp_path, monkeypatch):
+    """Importing sahi sets ``Image.MAX_IMAGE_PIXELS = None`` process-wide; ssdkit's own limit still holds."""
+    _png_header_only(tmp_path / "bomb.png", 40000, 40000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.delenv("SSDKIT_MAX_PIXELS", raising=False)
+    for read in (load_image, image_size):
+        with pytest.raises(DataError, match=r"bomb\.png.*1600000000 pixels.*limit of 178956970.*SSDKIT_MAX_PIXELS"):
+            read(tmp_path / "bomb.png")
+
+
+def test_pixel_limit_from_the_environment(tmp_path, monkeypatch):
+    Image.fromarray(_gradient(48, 32)).save(tmp_path / "small.png")
+    monkeypatch.setenv("SSDKIT_MAX_PIXELS", "1000")
+    with pytest.raises(DataError, match="1536 pixels is over the decompression bomb limit of 1000"):
+        load_image(tmp_path / "small.png")
+    monkeypatch.setenv("SSDKIT_MAX_PIXELS", "1536")
+    assert load_image(tmp_path / "small.png").shape == (3, 32, 48)
+    monkeypatch.setenv("SSDKIT_MAX_PIXELS", "lots")
+    with pytest.raises(SSDKitError, match="SSDKIT_MAX_PIXELS: expected a positive integer"):
+        image_size(tmp_path / "small.png")
+
+
+def test_a_larger_limit_than_pillows_is_honoured(tmp_path, monkeypatch):
+    """A 40000 x 40000 header passes ssdkit's check when the user raised the limit (Pillow's is raised to match)."""
+    _png_header_only(tmp_path / "big.png", 40000, 40000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    monkeypatch.setenv("SSDKIT_MAX_PIXELS", str(40000 * 40000))
+    assert image_size(tmp_path / "big.png") == (40000, 40000)

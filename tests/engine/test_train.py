@@ -103,3 +103,18 @@ def test_the_public_names_stay_importable_from_train():
     assert t.create_train_step is step.create_train_step and t.create_trainer is step.create_trainer
     assert t.create_evaluator is evaluate.create_evaluator and t.attach_handlers is handlers.attach_handlers
     assert all(hasattr(t, name) for name in t.__all__)
+
+
+def test_tiled_training_runs_end_to_end_and_validates_on_whole_images(tmp_path, caplog):
+    """``data.tile_size`` through ``train``: windows train, whole images validate tiled, window cuts reported."""
+    cfg = tiny_config(tmp_path, model={"num_classes": 4}, data={
+        "classes": ["circle", "square", "star"], "shapes_train_count": 2, "shapes_val_count": 1,
+        "shapes_image_size": 320, "shapes_min_size": 10, "shapes_max_size": 40, "shapes_max_objects": 12,
+        "augment": False, "tile_size": 160, "tile_min_visible": 0.9},
+        train={"max_iterations": 2, "eval_every": 1, "epochs": 1})
+    with caplog.at_level("WARNING", logger="ssdkit"):
+        summary = train(cfg, progress=False)
+    assert summary["iteration"] == 2 and summary["finished"] and (tmp_path / "best.pt").exists()
+    assert summary["data"]["train_images"] > 2  # windows, not the 2 images
+    assert summary["last_map"] is not None  # the whole validation image was evaluated tiled
+    assert "clipped or dropped" in caplog.text  # objects cut by window edges below 90% visible were reported

@@ -19,9 +19,12 @@ Alpha is dropped, not composited (both decoders do this). Unreadable files raise
 :class:`ssdkit.errors.DataError` naming the file.
 
 Decompression bombs: a small file can declare a huge image (a 656 KB PNG of 6.6 GB of pixels). Every decode
-first reads the size from the header and refuses images over twice Pillow's ``Image.MAX_IMAGE_PIXELS`` (the
-limit where Pillow itself raises ``DecompressionBombError``, ~179 megapixels by default; raise Pillow's limit to
-read larger images), whichever decoder runs.
+first reads the size from the header and refuses images over ssdkit's own limit, whichever decoder runs:
+:data:`DEFAULT_MAX_PIXELS` (178,956,970 pixels, where Pillow's default raises ``DecompressionBombError``: a
+13,000 x 13,000 slide passes), or the ``SSDKIT_MAX_PIXELS`` environment variable. The limit is ssdkit's, not
+Pillow's global ``Image.MAX_IMAGE_PIXELS``, because other libraries switch Pillow's off process-wide (importing
+``sahi`` sets it to None); Pillow's own check stays as a second guard and is raised to match a larger
+``SSDKIT_MAX_PIXELS``.
 """
 
 from __future__ import annotations
@@ -35,14 +38,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ssdkit.errors import DataError
+from ssdkit.errors import DataError, SSDKitError
 
 try:
     from torchvision.io import ImageReadMode, decode_image
 except ImportError:  # torchvision >= 0.29 deprecates its decoders; Pillow alone still handles every case
     decode_image = None
 
-__all__ = ["load_image", "image_size", "check_complete", "IMAGE_EXTENSIONS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "check_complete", "image_size", "load_image", "max_pixels"]
+
+#: Images with more pixels are refused unless ``SSDKIT_MAX_PIXELS`` says otherwise (Pillow's default error limit).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 #: File extensions readers look for when an annotation only gives a stem (lower-case; matched case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -76,6 +82,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
     if not data:
         raise DataError(f"{path}: cannot read image (empty file)")
+    max_pixels()  # raises Pillow's own guard first where SSDKIT_MAX_PIXELS is larger
     _check_pixels(path, *_header_size(path, io.BytesIO(data)))
     if decode_image is not None and (data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC)):
         return _decode_torchvision(path, data)
@@ -96,11 +103,32 @@ def _header_size(path: str, source) -> tuple[int, int]:  # noqa: ANN001 - a path
         raise DataError(f"{path}: cannot read image ({reason})") from None
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) ssdkit decodes: ``SSDKIT_MAX_PIXELS`` if set, else the default.
+
+    Raises:
+        SSDKitError: ``SSDKIT_MAX_PIXELS`` is not a positive integer.
+    """
+    raw = os.environ.get("SSDKIT_MAX_PIXELS")
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SSDKitError(f"SSDKIT_MAX_PIXELS: expected a positive integer (pixels), got {raw!r}")
+    pil = Image.MAX_IMAGE_PIXELS
+    if pil is not None and value > 2 * pil:  # Pillow errors above twice its limit: let the larger one through
+        Image.MAX_IMAGE_PIXELS = (value + 1) // 2
+    return value
+
+
 def _check_pixels(path: str, width: int, height: int) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and width * height > 2 * limit:
+    limit = max_pixels()
+    if width * height > limit:
         raise DataError(f"{path}: cannot read image ({width}x{height} = {width * height} pixels is over the "
-                        f"decompression bomb limit of {2 * limit}; raise PIL.Image.MAX_IMAGE_PIXELS to read it)")
+                        f"decompression bomb limit of {limit}; set SSDKIT_MAX_PIXELS to read larger images)")
 
 
 def _decode_torchvision(path: str, data: bytes) -> torch.Tensor:
@@ -151,6 +179,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         DataError: the file is missing or not a readable image.
     """
     path = os.fspath(path)
+    max_pixels()  # raises Pillow's own guard first where SSDKIT_MAX_PIXELS is larger
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -93,7 +93,7 @@ class WindowSource:
         for attr in ("format", "root"):
             if hasattr(source, attr):
                 setattr(self, attr, getattr(source, attr))
-        self.problems: list[Problem] = list(getattr(source, "problems", ()))
+        self._cuts: list[Problem] = []
         full, empty = [], []
         for i in range(len(source)):
             s = source.sample(i)
@@ -102,7 +102,7 @@ class WindowSource:
                 (full if len(win) else empty).append(_Window(i, tuple(w)))
                 if weak:
                     where = str(s.extra.get("annotation_path") or s.image_path or s.image_id)
-                    self.problems.append(Problem(where, f"image {s.image_id} window {tuple(w)}",
+                    self._cuts.append(Problem(where, f"image {s.image_id} window {tuple(w)}",
                                                  f"{weak} object(s) less than {min_visible:.0%} inside the window; "
                                                  f"{'ignored' if cut == 'ignore' else 'dropped'} there",
                                                  "cut_by_window", fixable=True))
@@ -111,6 +111,16 @@ class WindowSource:
         self.windows = full + [empty[k] for k in pick.tolist()]
         self.windows.sort(key=lambda w: (w.image, w.box[1], w.box[0]))
         self._cache: dict[int, Sample] = {}
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [*getattr(self.source, "problems", ()), *self._cuts]
+
+    def scan(self) -> list[Problem]:
+        """Every problem: the source's (all its samples checked now, where it can) and the windows' cuts."""
+        if hasattr(self.source, "scan"):
+            self.source.scan()
+        return self.problems
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -152,9 +150,7 @@ def test_billion_laughs_is_refused_quickly(tmp_path, write_voc):
         "<annotation><filename>&lol9;</filename></annotation>\n"
     )
     (tmp_path / "Annotations" / "bomb.xml").write_text(bomb)
-    t = time.perf_counter()
-    ds = read_voc(tmp_path)
-    assert time.perf_counter() - t < 2.0
+    ds = read_voc(tmp_path)  # refused by defusedxml before any expansion (an expanded lol9 is 3 GB)
     assert [s.image_id for s in ds.samples] == ["good"]
     assert kinds(ds) == ["parse_error"] and "entity" in ds.problems[0].message.lower()
     with pytest.raises(DataError, match="Entities"):
