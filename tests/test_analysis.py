@@ -96,3 +96,24 @@ def test_tiling_advice_and_window_scale_analysis(tmp_path):
     assert whole["window"] is None and tiled["window"] == whole["tiling"]["tile"]
     assert tiled["coverage"] > whole["coverage"]  # at window scale the default boxes reach the objects
     assert "tile_size" in tiled["recommended"]["snippet"]
+
+
+def test_match_stats_equals_a_dense_box_iou_against_every_default_box():
+    """The candidate-based statistics (best IoU, boxes >= 0.5) equal torchvision's box_iou over all boxes."""
+    import pytest
+
+    from ssdkit.analysis import match_stats
+    from ssdkit.config import ssd300_config, tiny_objects_config
+
+    g = torch.Generator().manual_seed(0)
+    for cfg in (ssd300_config(), ssd512_config(), tiny_objects_config()):
+        size = cfg.input_size
+        centre = torch.rand(800, 2, generator=g) * size
+        wh = torch.exp(torch.rand(800, 2, generator=g) * 5.5)  # 1 px .. 245 px, any aspect
+        boxes = torch.cat([centre - wh / 2, centre + wh / 2], 1).clamp(0, size)
+        boxes[:3, 2:] = boxes[:3, :2]  # zero-area objects overlap nothing
+        best, count = match_stats(boxes, cfg)
+        iou = box_iou(boxes, change_box_order(default_boxes_for(cfg), "xywh2xyxy"))
+        assert torch.equal(count, (iou >= 0.5).sum(1))
+        assert best.tolist() == pytest.approx(iou.max(1).values.tolist(), abs=1e-7)
+        assert (count > 0).any() and (count == 0).any()

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["MatchAnchors", "Objects", "greedy_match", "level_blocks", "match", "match_anchors", "objects_of"]
+__all__ = ["MatchAnchors", "Objects", "best_and_count", "greedy_match", "level_blocks", "match", "match_anchors",
+           "objects_of"]
 
 # the notebook's coder stops matching at IoU < 1e-6: such an object overlaps nothing
 _MIN_IOU = 1e-6
@@ -311,6 +312,35 @@ def match(anchors: MatchAnchors, boxes: torch.Tensor, obj: Objects, ignore: torc
         0, inverse, torch.where(t_iou == best.index_select(0, inverse), t_who, n * m), "amin")
     ignored = None if ignore is None else torch.unique(c_key[(ign_iou >= iou_threshold) & c_ign])
     return torch.cat([f_where, t_where]), torch.cat([f_who, t_who]), ignored
+
+
+def best_and_count(anchors: MatchAnchors, boxes: torch.Tensor, iou_threshold: float,
+                   chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object: the best IoU with any default box and the number of default boxes with IoU >= the threshold,
+    from the candidates of :func:`_candidates` (what the anchor analysis asks of every candidate config).
+
+    Args:
+        anchors: the default boxes (:func:`match_anchors`), on the device of ``boxes``.
+        boxes: ``Tensor[K, 4]`` float32 xyxy input pixels.
+
+    Returns:
+        ``best_iou`` ``Tensor[K]`` float32 (0 for an object that overlaps nothing), ``count`` ``Tensor[K]`` int64:
+        equal to ``box_iou(boxes, all default boxes)``'s row max and ``(>= threshold).sum(1)``.
+    """
+    a = anchors.iou_cols.shape[1]
+    best, count = [], []
+    for i in range(0, len(boxes), chunk):
+        part = boxes[i:i + chunk].float()
+        obj = objects_of(part[None])
+        key, anchor = _candidates(anchors.grid, obj, iou_threshold)
+        iou = _pair_iou(anchors, obj, key, anchor)
+        best.append(torch.zeros(len(part), device=boxes.device).scatter_reduce_(0, key, iou, "amax"))
+        hit = iou >= iou_threshold
+        pairs = torch.unique(key[hit] * a + anchor[hit])  # a candidate may be listed twice
+        count.append(torch.bincount(torch.div(pairs, a, rounding_mode="floor"), minlength=len(part)))
+    if not best:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(best), torch.cat(count)
 
 
 def greedy_match(ious: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from ssdkit.anchors import default_boxes_for, wh_pairs
 from ssdkit.boxes import change_box_order
 from ssdkit.config import ModelConfig, feature_map_sizes
+from ssdkit.matching import best_and_count, match_anchors
 
 __all__ = ["SIZE_BUCKETS", "object_boxes_at_input", "match_stats", "coverage_report", "recommend_config",
            "anchor_fit", "default_box_sizes"]
@@ -39,29 +40,21 @@ def object_boxes_at_input(samples: Sequence, input_size: int) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, 4)
 
 
-def match_stats(boxes: torch.Tensor, cfg: ModelConfig, iou_threshold: float = 0.5,
-                budget: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+def match_stats(boxes: torch.Tensor, cfg: ModelConfig, iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per object: best IoU with any default box and the number of default boxes with IoU >= threshold.
+
+    Computed on the matcher's candidates (:func:`ssdkit.matching.best_and_count`: the few default boxes per object
+    that can be its best or reach the threshold), equal to a dense ``box_iou`` against every default box
+    (``tests/test_analysis.py``) and ~10x faster on the anchor search's 74 candidate configs.
 
     Args:
         boxes: ``Tensor[K, 4]`` xyxy in network-input pixels.
     Returns:
         best_iou ``Tensor[K]`` float, num_matches ``Tensor[K]`` int64.
     """
-    from torchvision.ops import box_iou
-
-    anchors = change_box_order(default_boxes_for(cfg), "xywh2xyxy")
-    # objects per chunk: about ``budget`` IoU entries at a time, so the temporaries stay in cache (measured: a
-    # chunk of 2048 objects against SSD512's 24564 boxes spent most of its time in page faults)
-    chunk = max(1, budget // max(1, len(anchors)))
-    best, count = [], []
-    for i in range(0, len(boxes), chunk):
-        iou = box_iou(boxes[i:i + chunk], anchors)
-        best.append(iou.max(1).values)
-        count.append((iou >= iou_threshold).sum(1))
-    if not best:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-    return torch.cat(best), torch.cat(count)
+    d = default_boxes_for(cfg)
+    anchors = match_anchors(change_box_order(d, "xywh2xyxy"), d, cfg.fm_sizes, cfg.num_anchors)
+    return best_and_count(anchors, boxes, iou_threshold)
 
 
 def coverage_report(boxes: torch.Tensor, cfg: ModelConfig, iou_threshold: float = 0.5) -> dict:
