@@ -36,6 +36,7 @@ from ssdkit.data.loader import DetectionDataset, collate
 from ssdkit.data.sample import Sample
 from ssdkit.data.shapes import ShapesDataset
 from ssdkit.data.transforms import SSDTrainTransform
+from ssdkit.runtime import describe_cpu
 
 FILL = (123, 117, 104)
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": describe_cpu(),
     }
     if args.json:
         print(json.dumps(result))
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"ssdkit SSDTrainTransform      {ssdkit_ips:9.1f} img/s  ({result['ssdkit_ms_per_img']:.3f} ms/img)")
         print(f"torchvision v2 SSD preset     {tv_ips:9.1f} img/s  ({result['torchvision_ms_per_img']:.3f} ms/img)")
         print(f"ratio                         {result['ratio']:9.2f} x")
+        print(f"machine: {result['cpu']}")
         print(
             f"DetectionDataset + collate    {result['dataset_collate_ms_per_item']:9.3f} ms/item "
             f"({result['dataset_collate_overhead_ms_per_item']:+.3f} ms over the bare transform)"

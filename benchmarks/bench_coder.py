@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from ssdkit import SSDBoxCoder
 from ssdkit.boxes import change_box_order
 from ssdkit.choices import DECODE_PRESETS
 from ssdkit.config import ssd300_config
+from ssdkit.runtime import describe_cpu
 
 # the notebook's loop is test code, not part of the package: it lives in the repo's tests/ folder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -108,7 +108,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = [measure(n, args.objects, args.repeat) for n in args.batch]
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = f"{describe_cpu()}, torch {torch.__version__}"
     if args.json:
         print(json.dumps({"machine": machine, "runs": runs}, indent=2))
         return

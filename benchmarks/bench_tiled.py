@@ -41,6 +41,7 @@ from ssdkit.data.tiles import TileSpec
 from ssdkit.inference import Detector
 from ssdkit.metrics import evaluate_voc
 from ssdkit.models import build_model
+from ssdkit.runtime import describe_cpu
 from ssdkit.tiling import image_windows
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
     windows = len(image_windows(side, side, spec))
     results = {
         "images": n_images, "image_size": side, "windows_per_image": windows, "tile": dataclasses.asdict(spec),
-        "batch": args.batch, "device": args.device, "threads": threads, "torch": torch.__version__,
+        "batch": args.batch, "device": args.device, "cpu": describe_cpu(), "threads": threads,
+        "torch": torch.__version__,
         "sahi": sahi_version, "weights": args.checkpoint or f"trained here: {steps} steps, width {args.width_mult}",
         "img_per_s": ips, "voc07_map50": maps, "notes": notes,
     }
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{results['sahi_rules_equal_sahi']} (largest box gap {results['sahi_rules_max_box_gap_px']:.2g} px)")
     for note in notes:
         print(f"note: {note}")
-    print(f"({args.device}, {threads} threads, torch {torch.__version__}, sahi {sahi_version})")
+    print(f"({args.device}, {threads} threads, torch {torch.__version__}, sahi {sahi_version}; {results['cpu']})")
     return results
 
 

@@ -33,7 +33,7 @@ from ssdkit.choices import DECODE_PRESETS, PREDICT_PRESET
 from ssdkit.coder import SSDBoxCoder
 from ssdkit.config import ModelConfig
 from ssdkit.data.preprocess import InputNormalizer, resize_batch, to_image_tensor
-from ssdkit.data.tiles import TileSpec
+from ssdkit.data.tiles import TileSpec, resolve_tile
 from ssdkit.errors import SSDKitError
 from ssdkit.runtime import autocast, cpu_bf16_supported, resolve_device
 from ssdkit.tiling import detect_tiled
@@ -175,6 +175,9 @@ class Detector:
     ) -> Detector:
         """Build from an ssdkit checkpoint or any file ``ssdkit export`` wrote (:func:`load_model`).
 
+        ``tile`` (default ``"auto"``): a model trained on windows (``data.tile_size``) predicts tiled on the same
+        windows; ``tile=None`` runs whole images, a :class:`~ssdkit.data.tiles.TileSpec` the windows it gives.
+
         Raises:
             CheckpointError: a missing or unreadable file, or one ssdkit did not write.
         """
@@ -182,7 +185,8 @@ class Detector:
         model, cfg, class_names = load_model(path, dev)
         if getattr(model, "takes_pixels", False):
             dev = torch.device("cpu")  # exported runners take and give CPU tensors
-        return cls(model, cfg.model, class_names, device=dev, preset=preset, **kwargs)
+        tile = resolve_tile(kwargs.pop("tile", "auto"), cfg)
+        return cls(model, cfg.model, class_names, device=dev, preset=preset, tile=tile, **kwargs)
 
     from_file = from_checkpoint
 

@@ -125,7 +125,7 @@ def predict(
     device: str = "auto",
     draw: bool = True,
     progress: bool = True,
-    tile: TileSpec | None = None,
+    tile: TileSpec | str | None = "auto",
     gt: str | os.PathLike | None = None,
     precision: str = "fp32",
     every: int = 1,
@@ -133,7 +133,8 @@ def predict(
     """Run a checkpoint on files, folders and globs; write COCO results, an image index and drawn images.
 
     ``tile`` (a :class:`~ssdkit.data.tiles.TileSpec`) runs tiled inference for small objects in large images:
-    ``batch`` then counts windows per forward pass, and boxes are still in each image's own pixels.
+    ``batch`` then counts windows per forward pass, and boxes are still in each image's own pixels. ``"auto"``
+    (default): the windows the model was trained on (``data.tile_size``), else whole images; None: whole images.
 
     Writes (atomically) into ``out_dir``:
 
@@ -219,7 +220,7 @@ def predict(
                     report(str(e))
                     continue
                 pixels += images[-1].shape[1] * images[-1].shape[2]
-                if tile is not None and pixels >= TILED_CHUNK_PIXELS:
+                if detector.tile is not None and pixels >= TILED_CHUNK_PIXELS:
                     break
             if images:
                 results = detector(images)

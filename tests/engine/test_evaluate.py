@@ -155,3 +155,25 @@ def test_evaluate_checkpoint_tiled_equals_the_tiled_detector(tmp_path):
         evaluate(gt="gt.json", detections="dt.json", tile=spec)
     with pytest.raises(SSDKitError, match="^tile: expected a TileSpec"):
         evaluate_checkpoint(path, "shapes", device="cpu", progress=False, tile=256)
+
+
+def test_a_model_trained_on_windows_predicts_and_evaluates_on_them_by_default(tmp_path):
+    """``data.tile_size`` in the checkpoint: Detector / evaluate tile with the trained windows unless told not to."""
+    from ssdkit.data.tiles import TileSpec
+    from ssdkit.engine.evaluation import evaluate
+    from ssdkit.inference import Detector
+
+    cfg = tiny_config(tmp_path, data={"shapes_val_count": 2, "shapes_image_size": 96, "tile_size": 48,
+                                      "tile_overlap": 0.25})
+    path = tmp_path / "tiled.pt"
+    save_checkpoint(path, build_model(cfg.model), cfg, ShapesDataset(1).class_names)
+    assert Detector.from_checkpoint(path, device="cpu").tile == TileSpec(size=48, overlap=0.25)
+    assert Detector.from_checkpoint(path, device="cpu", tile=None).tile is None
+    auto = evaluate_checkpoint(path, "shapes", device="cpu", progress=False)
+    assert auto["tile"]["size"] == 48 and auto["tile"]["overlap"] == 0.25
+    assert evaluate_checkpoint(path, "shapes", device="cpu", progress=False, tile=None)["tile"] is None
+    plain = tmp_path / "plain.pt"  # trained on whole images: "auto" means untiled
+    whole = tiny_config(tmp_path, data={"shapes_val_count": 2})
+    save_checkpoint(plain, build_model(whole.model), whole, ShapesDataset(1).class_names)
+    assert Detector.from_checkpoint(plain, device="cpu").tile is None
+    assert evaluate(checkpoint=plain, data="shapes", device="cpu", progress=False)["tile"] is None

@@ -56,6 +56,7 @@ def test_unreadable_images_never_leave_a_batch_of_one_for_batchnorm(tmp_path, vo
     assert 1 <= data["images_skipped"] <= 3 and data["steps_skipped"] == data["images_skipped"]
     assert data == {"train_images": 5, "images_skipped": data["images_skipped"],
                     "steps_skipped": data["steps_skipped"], "boxes_clipped": 1, "boxes_dropped": 0,
+                    "windows_cutting_objects": 0,
                     "reader_problems": 2}
     lines = [r.getMessage() for r in caplog.records if " data: " in r.getMessage()]
     assert len(lines) == 3 and "1 box(es) clipped" in lines[0] and "2 reader problem(s)" in lines[0]

@@ -190,8 +190,11 @@ def cmd_demo(args) -> int:
 
 
 def _tile(args):
-    """The TileSpec of the --tile flags, or None."""
+    """The TileSpec of the --tile flags; "auto" without --tile (the model's training windows, if any); None for
+    --tile 0 (whole images)."""
     if args.tile is None:
+        return "auto"
+    if args.tile == 0:
         return None
     from ssdkit.data.tiles import TileSpec
 

@@ -30,7 +30,8 @@ _DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
 def _tile_args(sp) -> None:
     sp.add_argument("--tile", type=int, default=None, metavar="N",
-                    help="tiled inference for small objects in large images: N x N windows at native resolution")
+                    help="tiled inference for small objects in large images: N x N windows at native resolution "
+                         "(default: the windows the model was trained on, if it was trained tiled; 0: whole images)")
     sp.add_argument("--tile-overlap", type=float, default=0.2, help="window overlap, 0 to <1 (default 0.2)")
     sp.add_argument("--tile-full-image", action="store_true", help="also run the whole image (for large objects)")
     sp.add_argument("--tile-merge", default="nms", choices=choices.TILE_MERGES,

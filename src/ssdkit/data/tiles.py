@@ -24,7 +24,8 @@ import torch
 from ssdkit.choices import TILE_MATCHES, TILE_MERGES
 from ssdkit.errors import SSDKitError
 
-__all__ = ["TILE_MERGES", "TILE_MATCHES", "TileSpec", "tile_starts", "tile_grid", "window_to_image", "cut_boxes"]
+__all__ = ["TILE_MERGES", "TILE_MATCHES", "TileSpec", "cut_boxes", "resolve_tile", "tile_grid", "tile_starts",
+           "window_to_image"]
 
 
 # A box side within this fraction of the window side of an inner window edge counts as cut by it: a detector
@@ -86,6 +87,19 @@ class TileSpec:
     def stride(self) -> int:
         """Pixels between the starts of neighbouring windows: ``size - int(overlap * size)`` (SAHI's), >= 1."""
         return self.size - int(self.overlap * self.size)
+
+
+def resolve_tile(tile, cfg) -> TileSpec | None:  # noqa: ANN001 - TileSpec | "auto" | None, a Config
+    """The tiling to run: ``tile`` itself (a :class:`TileSpec`, or None for whole images), or for ``"auto"`` the
+    windows the model was trained on (``cfg.data.tile_size`` / ``tile_overlap`` of its checkpoint; None when it
+    trained on whole images or the file does not say)."""
+    if tile is None or isinstance(tile, TileSpec):
+        return tile
+    if tile != "auto":
+        raise SSDKitError(f"tile: expected a TileSpec, 'auto' or None, got {tile!r}")
+    data = getattr(cfg, "data", None)
+    size = getattr(data, "tile_size", None)
+    return None if size is None else TileSpec(size=int(size), overlap=float(data.tile_overlap))
 
 
 def tile_starts(length: int, size: int, stride: int) -> list[int]:

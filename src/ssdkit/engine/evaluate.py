@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ssdkit.choices import EVAL_PRESET, SHAPES
 from ssdkit.config import Config, ModelConfig
-from ssdkit.data.tiles import TileSpec
+from ssdkit.data.tiles import TileSpec, resolve_tile
 from ssdkit.engine.metric import DetectionMAP
 from ssdkit.errors import DataError, SSDKitError
 from ssdkit.inference import Detector, load_model
@@ -189,7 +189,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: bool = True,
     return_detections: bool = False,
-    tile: TileSpec | None = None,
+    tile: TileSpec | str | None = "auto",
     precision: str = "fp32",
 ) -> dict:
     """Evaluate a checkpoint on a dataset (``ssdkit evaluate --checkpoint``).
@@ -207,7 +207,8 @@ def evaluate_checkpoint(
         return_detections: also return each image's detections (original pixels) and ground truth, in dataset
             order (``"detections"``, ``"ground_truths"``).
         tile: tiled evaluation (:class:`~ssdkit.data.tiles.TileSpec`): each full-resolution image goes through the
-            tiled Detector and is compared with its original ground truth.
+            tiled Detector and is compared with its original ground truth. ``"auto"`` (default): the windows the
+            model was trained on (``data.tile_size``), else whole images; None: whole images.
 
     Returns:
         The metric dict (see :func:`evaluate_model`) with ``"map"``, ``"checkpoint"``, ``"data"``.
@@ -239,8 +240,7 @@ def evaluate_checkpoint(
     if unknown:  # objects of classes the model does not know: evaluating without them would be silently wrong
         raise DataError(f"{data}: {len(unknown)} object(s) of classes the checkpoint does not have (its classes: "
                         f"{list(class_names)}; first: {unknown[0]})")
-    if tile is not None and not isinstance(tile, TileSpec):
-        raise SSDKitError(f"tile: expected a TileSpec or None, got {type(tile).__name__}")
+    tile = resolve_tile(tile, cfg)  # "auto": the windows the model was trained on, if any
     if tile is None:
         loader = make_loader(DetectionDataset(source, SSDEvalTransform(cfg.model.input_size)), batch_size,
                              shuffle=False, num_workers=cfg.data.num_workers)
@@ -251,6 +251,8 @@ def evaluate_checkpoint(
                             precision=precision)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
+    result["tile"] = None if tile is None else {"size": tile.size, "overlap": tile.overlap, "merge": tile.merge,
+                                                "match": tile.match, "full_image": tile.full_image}
     result["class_names"] = list(class_names)
     result["pixel_offset"] = getattr(source, "format", "") == "voc"
     return result

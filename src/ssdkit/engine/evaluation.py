@@ -92,7 +92,7 @@ def evaluate(
     device: str = "auto",
     plot_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    tile: TileSpec | None = None,
+    tile: TileSpec | str | None = "auto",
     report: str | os.PathLike | None = None,
     size_ranges: Sequence[float] | None = None,
     precision: str = "fp32",
@@ -117,7 +117,7 @@ def evaluate(
     if detections is not None:
         if checkpoint is not None:
             raise SSDKitError("evaluate: --detections is evaluated as it is; it does not go with --checkpoint")
-        if tile is not None:
+        if tile not in (None, "auto"):
             raise SSDKitError("evaluate: --tile runs a checkpoint; it does not apply to --detections")
         if (gt is None) == (data is None):
             raise SSDKitError("evaluate: --detections needs --gt (a COCO ground truth) or --data (a dataset)")

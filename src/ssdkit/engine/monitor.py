@@ -80,6 +80,7 @@ def attach_data_report(trainer: Engine, run: RunState, loaders: Loaders) -> None
     problems = loaders.train_source.problems if run.is_main else []
     kinds = [p.kind for p in problems]
     run.data_problems = {"boxes_clipped": kinds.count("out_of_image"), "boxes_dropped": kinds.count("degenerate"),
+                         "windows_cutting_objects": kinds.count("cut_by_window"),
                          "reader_problems": len(loaders.reader_problems)}
 
     def fold(engine: Engine) -> dict[str, int]:
@@ -93,10 +94,12 @@ def attach_data_report(trainer: Engine, run: RunState, loaders: Loaders) -> None
     def _epoch_line(engine: Engine) -> None:
         epoch, d = fold(engine), run.data_problems
         first = f" (first: {problems[0]})" if problems else ""
+        cuts = (f", {d['windows_cutting_objects']} window(s) cutting objects below data.tile_min_visible"
+                if d["windows_cutting_objects"] else "")
         logger.info("epoch %d data: %d unreadable image(s) skipped, %d step(s) skipped (too few images left for "
-                    "BatchNorm); training set: %d box(es) clipped, %d dropped by the box policy%s, %d reader "
+                    "BatchNorm); training set: %d box(es) clipped, %d dropped by the box policy%s%s, %d reader "
                     "problem(s)%s", engine.state.epoch, epoch["images"], epoch["steps"], d["boxes_clipped"],
-                    d["boxes_dropped"], first, d["reader_problems"],
+                    d["boxes_dropped"], cuts, first, d["reader_problems"],
                     "; `ssdkit check-data` lists them" if problems or d["reader_problems"] else "")
 
     @trainer.on(Events.COMPLETED)
