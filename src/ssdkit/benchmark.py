@@ -31,6 +31,7 @@ import torch
 
 from ssdkit.choices import BENCHMARK_FORMATS
 from ssdkit.errors import SSDKitError
+from ssdkit.runtime import describe_cpu
 
 __all__ = ["FORMATS", "benchmark", "format_benchmark", "e2e_runner"]
 
@@ -156,14 +157,15 @@ def benchmark(
         torch.set_num_threads(threads)
     try:
         model, cfg, names = model_from_checkpoint(checkpoint, device="cpu")
-        src = open_calibration(data, names if eval_count else None)  # labels matter only for the mAP
+        src = open_calibration(data, names if eval_count else None, cfg.data)  # labels matter only for the mAP
         calibrated = set(calibration_indices(len(src), calib_count))
         pool = [i for i in range(len(src)) if i not in calibrated] or list(range(len(src)))
         eval_idx = [pool[i] for i in calibration_indices(len(pool), eval_count)] if eval_count else []
         result: dict[str, Any] = {
             "checkpoint": str(checkpoint), "data": str(data) if isinstance(data, (str, os.PathLike)) else
             type(data).__name__, "images": min(images, len(src)), "eval_images": len(eval_idx), "batches": batches,
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "formats": {}, "skipped": {},
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": describe_cpu(), "formats": {},
+            "skipped": {},
         }
         with tempfile.TemporaryDirectory(prefix="ssdkit-bench-") as tmp:
             folder = Path(tmp)
@@ -227,6 +229,8 @@ def format_benchmark(result: dict[str, Any]) -> str:
     lines.append(f"({result['images']} images per pass, mAP = VOC07 mAP@0.5 on {result['eval_images']} images, "
                  f"dmAP in points vs eager; x = speed-up vs eager; {result['threads']} threads, torch "
                  f"{result['torch']})")
+    if result.get("cpu"):
+        lines.append(f"machine: {result['cpu']}")
     for fmt, why in result["skipped"].items():
         lines.append(f"skipped {fmt}: {why}")
     return "\n".join(lines)

@@ -85,7 +85,7 @@ def export(checkpoint: str | os.PathLike, format: str, out: str | os.PathLike | 
                         calib_count=calib_count)
         from ssdkit.export.quantize import calibration_indices, open_calibration
 
-        calibrated = calibration_indices(len(open_calibration(calib)), calib_count)
+        calibrated = calibration_indices(len(open_calibration(calib, data_cfg=cfg.data)), calib_count)
         try:
             result = check_map(checkpoint, path, calib, count=eval_count, exclude=calibrated)
         except SSDKitError as e:  # e.g. the data's classes are not the model's: the export itself is fine

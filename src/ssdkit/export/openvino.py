@@ -102,7 +102,7 @@ def _nncf_quantize(ov_model, calib: Any, cfg, calib_count: int):
         raise SSDKitError("openvino int8 export needs the nncf package: pip install 'ssdkit[openvino]'") from None
     from ssdkit.export.quantize import calibration_batches, calibration_indices, open_calibration
 
-    src = open_calibration(calib)
+    src = open_calibration(calib, data_cfg=cfg.data)
     indices = calibration_indices(len(src), calib_count)
     size = cfg.model.input_size
 

@@ -156,7 +156,7 @@ def check_map(
 
     model, cfg, names = source(model_or_checkpoint)
     runner = exported if isinstance(exported, Runner) else load_exported(Path(exported))[0]
-    src = open_calibration(data, names)
+    src = open_calibration(data, names, cfg.data)
     skip = set(exclude)
     pool = [i for i in range(len(src)) if i not in skip]
     held_out = bool(skip) and bool(pool)

@@ -67,16 +67,17 @@ def calibration_indices(size: int, count: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, size - 1, count)})
 
 
-def open_calibration(calib: Any, class_names: Sequence[str] | None = None):
-    """The source of a data spec: ``"shapes"`` (its validation scenes; ``class_names`` picks those shapes), a
-    dataset path (``class_names`` fixes the label order), or a ready source (returned as is)."""
+def open_calibration(calib: Any, class_names: Sequence[str] | None = None, data_cfg=None):  # noqa: ANN001
+    """The source of a data spec: ``"shapes"`` (its validation scenes, generated with ``data_cfg``'s shapes
+    settings: pass the checkpoint's, so they are the scenes it was validated on; ``class_names`` picks those
+    shapes), a dataset path (``class_names`` fixes the label order), or a ready source (returned as is)."""
     if hasattr(calib, "load_image") and hasattr(calib, "__len__"):
         return calib
     from ssdkit.data.sources import build_source
 
     classes = None if class_names is None else list(class_names)
     if isinstance(calib, str) and calib == "shapes":
-        return build_source(calib, split="val", classes=classes)
+        return build_source(calib, data_cfg, split="val", classes=classes)
     return build_source(str(calib), classes=classes)
 
 
@@ -132,7 +133,7 @@ def quantize_onnx(
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise SSDKitError("int8 export needs onnxruntime and onnx: pip install 'ssdkit[export]'") from None
-    source = open_calibration(calib)
+    source = open_calibration(calib, data_cfg=cfg.data)
     indices = calibration_indices(len(source), calib_count)
     size = cfg.model.input_size
 
