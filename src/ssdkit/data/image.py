@@ -82,8 +82,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
     if not data:
         raise DataError(f"{path}: cannot read image (empty file)")
-    max_pixels()  # raises Pillow's own guard first where SSDKIT_MAX_PIXELS is larger
-    _check_pixels(path, *_header_size(path, io.BytesIO(data)))
+    limit = max_pixels()  # before the header is read: it raises Pillow's own guard to a larger SSDKIT_MAX_PIXELS
+    _check_pixels(path, *_header_size(path, io.BytesIO(data)), limit)
     if decode_image is not None and (data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC)):
         return _decode_torchvision(path, data)
     return _decode_pil(path)
@@ -124,8 +124,7 @@ def max_pixels() -> int:
     return value
 
 
-def _check_pixels(path: str, width: int, height: int) -> None:
-    limit = max_pixels()
+def _check_pixels(path: str, width: int, height: int, limit: int) -> None:
     if width * height > limit:
         raise DataError(f"{path}: cannot read image ({width}x{height} = {width * height} pixels is over the "
                         f"decompression bomb limit of {limit}; set SSDKIT_MAX_PIXELS to read larger images)")
@@ -179,7 +178,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         DataError: the file is missing or not a readable image.
     """
     path = os.fspath(path)
-    max_pixels()  # raises Pillow's own guard first where SSDKIT_MAX_PIXELS is larger
+    limit = max_pixels()  # before the header is read: it raises Pillow's own guard to a larger SSDKIT_MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -189,7 +188,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise DataError(f"{path}: cannot read image ({reason})") from None
-    _check_pixels(path, width, height)
+    _check_pixels(path, width, height, limit)
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return width, height

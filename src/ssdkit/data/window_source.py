@@ -103,9 +103,9 @@ class WindowSource:
                 if weak:
                     where = str(s.extra.get("annotation_path") or s.image_path or s.image_id)
                     self._cuts.append(Problem(where, f"image {s.image_id} window {tuple(w)}",
-                                                 f"{weak} object(s) less than {min_visible:.0%} inside the window; "
-                                                 f"{'ignored' if cut == 'ignore' else 'dropped'} there",
-                                                 "cut_by_window", fixable=True))
+                                              f"{weak} object(s) less than {min_visible:.0%} inside the window; "
+                                              f"{'ignored' if cut == 'ignore' else 'dropped'} there",
+                                              "cut_by_window", fixable=True))
         n_empty = min(len(empty), round(empty_fraction * len(full)))
         pick = torch.randperm(len(empty), generator=torch.Generator().manual_seed(seed))[:n_empty].sort().values
         self.windows = full + [empty[k] for k in pick.tolist()]

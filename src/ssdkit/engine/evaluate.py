@@ -15,6 +15,7 @@ and the same metric code.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -251,8 +252,7 @@ def evaluate_checkpoint(
                             precision=precision)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
-    result["tile"] = None if tile is None else {"size": tile.size, "overlap": tile.overlap, "merge": tile.merge,
-                                                "match": tile.match, "full_image": tile.full_image}
+    result["tile"] = None if tile is None else dataclasses.asdict(tile)
     result["class_names"] = list(class_names)
     result["pixel_offset"] = getattr(source, "format", "") == "voc"
     return result
