@@ -132,6 +132,7 @@ class Case:
     argv: object  # (root: Path) -> list[str]; "{out}" in an argument is the case's output folder
     expect: int = 2
     says: str = ""  # a fragment the error line (or, for expect 0, the output) must contain
+    env: tuple = ()  # (name, value) pairs set in the environment for the case
 
 
 CASES = [
@@ -232,6 +233,14 @@ CASES = [
                                                   "--out", "{out}", "--device", "cpu"], says="decompression bomb"),
     Case("predict other width", lambda r: ["predict", "--checkpoint", str(ckpt_mismatch(r)), str(voc_images(r)),
                                            "--out", "{out}", "--device", "cpu"], says="do not fit"),
+    Case("predict tile -5", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)), "--out", "{out}",
+                                       "--tile", "-5", "--device", "cpu"], says="tile.size"),
+    Case("predict SSDKIT_MAX_PIXELS not a number", lambda r: ["predict", "--checkpoint", str(ckpt(r)),
+                                                              str(voc_images(r)), "--out", "{out}", "--device", "cpu"],
+         says="SSDKIT_MAX_PIXELS", env=(("SSDKIT_MAX_PIXELS", "lots"),)),
+    Case("predict image over SSDKIT_MAX_PIXELS", lambda r: ["predict", "--checkpoint", str(ckpt(r)),
+                                                            str(voc_images(r)), "--out", "{out}", "--device", "cpu"],
+         says="decompression bomb limit of 100", env=(("SSDKIT_MAX_PIXELS", "100"),)),
     Case("predict score 2", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)), "--out", "{out}",
                                        "--score", "2"], says="score"),
     Case("predict not a checkpoint", lambda r: ["predict", "--checkpoint", str(write(r, "x.pt", "hello")),
@@ -343,7 +352,9 @@ def _snapshot(root: Path, out: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(case, tmp_path, capsys):
+def test_hostile_input(case, tmp_path, capsys, monkeypatch):
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     user = tmp_path / "user"
     user.mkdir()
     out = tmp_path / "out"
