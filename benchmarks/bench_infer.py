@@ -318,13 +318,16 @@ def main(argv: list[str] | None = None) -> dict:
         paths = write_jpegs(Path(tmp), n_images)
 
         if not args.forward_only:  # the end-to-end comparison (models, ONNX export, torchvision)
-            def detector_runner(m: nn.Module, channels_last: bool):
-                det = Detector(m, cfg, names, device=device, channels_last=channels_last, **settings)
+            def detector_runner(m: nn.Module, channels_last: bool, precision: str = "fp32"):
+                det = Detector(m, cfg, names, device=device, channels_last=channels_last, precision=precision,
+                               **settings)
                 return lambda chunk: det([load_image(p) for p in chunk], batch_size=len(chunk))
 
             # "ssdkit eager" is Detector with channels_last=False (NCHW); "ssdkit channels_last" is Detector's default
             runners: dict = {"ssdkit eager": detector_runner(model, False)}
             runners["ssdkit channels_last"] = detector_runner(build_model(cfg).eval().to(device), True)
+            if device.type == "cuda" or cpu_bf16_supported():  # without bf16 units oneDNN emulates it, slower
+                runners["ssdkit bf16"] = detector_runner(build_model(cfg).eval().to(device), True, "bf16")
             if not args.no_compile:
                 runners["ssdkit torch.compile"] = detector_runner(torch.compile(build_model(cfg).eval().to(device)),
                                                                   False)

@@ -125,6 +125,7 @@ def test_bench_infer_runs_every_runner():
     from ssdkit.runtime import cpu_bf16_supported
 
     if cpu_bf16_supported():
+        assert e2e["ssdkit bf16 b1"] > 0
         assert fwd["bf16 channels_last"]["pct_of_flop_limit"] > 0 and fwd["peak"]["bf16"]["measured_gflop_s"] > 0
     if importlib.util.find_spec("onnxruntime"):
         assert fwd["onnxruntime int8"]["pct_of_flop_limit"] > 0 and fwd["peak"]["int8"]["measured_gflop_s"] > 0
