@@ -7,7 +7,9 @@ preset (``evaluate``: score > 0.01, NMS 0.45, top-k 200, 200 boxes per window), 
 forward pass, in the same run, interleaved round by round. Both sides' detections are cut to the preset's 200 best
 per image. Printed: images/s of each and the ratio, VOC07 AP50 (ssdkit's ``evaluate_voc``) of ssdkit tiled
 (window-aware merge, the default), ssdkit tiled with ``window_aware=False`` (SAHI's merge rules: its output must
-equal SAHI's, and the script checks it), SAHI, and untiled ssdkit.
+equal SAHI's, and the script checks it), SAHI, and untiled ssdkit. Also, where the packages are there: ssdkit tiled in
+bfloat16 (``precision="bf16"``) and on an OpenVINO int8 file of the same weights (NNCF, calibrated on window-sized
+scenes), SAHI around that same int8 file (like for like), and SAHI at its own default ``batch_size=1``.
 
 Images: generated scenes of small objects, ``ShapesDataset(count, image_size=1200, min_size=8, max_size=32,
 max_objects=40)`` (held in memory: decoding is not timed). Weights: ``--checkpoint`` (an ssdkit checkpoint with the
@@ -129,6 +131,34 @@ def sahi_model(detector: Detector):
                                 device=str(detector.device))
 
 
+def int8_detectors(model, cfg: ModelConfig, spec: TileSpec, args, say, notes: list) -> tuple | None:
+    """(tiled, untiled) Detectors over an OpenVINO int8 file of ``model`` (NNCF, calibrated on window-sized
+    scenes of the same objects), or None with a note when openvino / nncf are missing."""
+    import atexit
+    import importlib.util
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if not (importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf")):
+        notes.append("OpenVINO int8 rows skipped (pip install 'ssdkit[openvino]')")
+        say(f"note: {notes[-1]}")
+        return None
+    from ssdkit.export import export_openvino
+
+    count = args.calib_count or (4 if args.quick else 200)
+    calib = ShapesDataset(count, seed=7, image_size=args.tile, min_size=8, max_size=32, max_objects=4,
+                          class_names=CLASSES)
+    tmp = tempfile.mkdtemp(prefix="ssdkit-bench-tiled-")
+    atexit.register(shutil.rmtree, tmp, True)
+    xml = Path(tmp) / "tiled-int8.xml"
+    export_openvino(copy.deepcopy(model).float().cpu(), xml, class_names=CLASSES, int8=True, calib=calib,
+                    calib_count=count)
+    say(f"OpenVINO int8 file calibrated on {count} scenes of {args.tile} px: {xml}")
+    common = dict(preset="evaluate", batch_size=args.batch)
+    return (Detector.from_file(xml, tile=spec, **common), Detector.from_file(xml, tile=None, **common))
+
+
 def sahi_predict(model, images: list[np.ndarray], spec: TileSpec, batch: int, limit: int) -> list[dict]:
     from sahi.predict import get_sliced_prediction
 
@@ -189,6 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-sahi", action="store_true", help="skip SAHI even when installed")
     ap.add_argument("--no-bf16", action="store_true", help="skip the ssdkit bf16 row (CPUs with bf16 units, CUDA)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the OpenVINO int8 rows (need openvino + nncf)")
+    ap.add_argument("--calib-count", type=int, default=None,
+                    help="window-sized scenes the int8 model is calibrated on (default 200; 4 with --quick)")
+    ap.add_argument("--sahi-batch", type=int, default=1,
+                    help="batch_size of SAHI's default-settings row (SAHI's own default: 1); 0 skips the row")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     n_images = args.images or (2 if args.quick else 20)
@@ -225,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.device == "cuda" or cpu_bf16_supported():
             tiled_bf16 = Detector(copy.deepcopy(model), cfg, CLASSES, tile=spec, precision="bf16", **common)
     limit = int(untiled.settings["max_detections"])
+    notes = []
+    int8 = None if args.no_int8 else int8_detectors(model, cfg, spec, args, say, notes)
 
     scenes = ShapesDataset(n_images, seed=1, image_size=side, min_size=8, max_size=32, max_objects=40,
                            class_names=CLASSES)
@@ -234,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     runners = {"ssdkit tiled": lambda: tiled(images), "ssdkit tiled, SAHI rules": lambda: tiled_sahi_rules(images)}
     if tiled_bf16 is not None:
         runners["ssdkit tiled bf16"] = lambda: tiled_bf16(images)
-    notes = []
+    if int8 is not None:
+        runners["ssdkit tiled openvino int8"] = lambda: int8[0](images)
     try:
         if args.no_sahi:
             raise ImportError("--no-sahi")
@@ -242,6 +280,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         wrapped = sahi_model(untiled)
         runners["sahi"] = lambda: sahi_predict(wrapped, images, spec, args.batch, limit)
+        if args.sahi_batch and args.sahi_batch != args.batch:  # as SAHI runs by default: one window per forward
+            runners["sahi, batch_size 1" if args.sahi_batch == 1 else f"sahi, batch_size {args.sahi_batch}"] = (
+                lambda: sahi_predict(wrapped, images, spec, args.sahi_batch, limit))
+        if int8 is not None:  # like for like at int8: SAHI around the same OpenVINO int8 file
+            wrapped_int8 = sahi_model(int8[1])
+            runners["sahi, openvino int8"] = lambda: sahi_predict(wrapped_int8, images, spec, args.batch, limit)
         sahi_version = sahi.__version__
     except ImportError as e:
         sahi_version = None
@@ -274,6 +318,15 @@ def main(argv: list[str] | None = None) -> dict:
         results["ratio_sahi_rules_vs_sahi"] = round(ips["ssdkit tiled, SAHI rules"] / ips["sahi"], 2)
         if "ssdkit tiled bf16" in ips:
             results["ratio_bf16_vs_sahi"] = round(ips["ssdkit tiled bf16"] / ips["sahi"], 2)
+        if "ssdkit tiled openvino int8" in ips:
+            results["ratio_int8_vs_sahi"] = round(ips["ssdkit tiled openvino int8"] / ips["sahi"], 2)
+            results["ratio_int8_vs_sahi_int8"] = round(ips["ssdkit tiled openvino int8"]
+                                                       / ips["sahi, openvino int8"], 2)
+        default = next((k for k in ips if k.startswith("sahi, batch_size")), None)
+        if default:
+            results["ratio_vs_sahi_default_batch"] = round(ips["ssdkit tiled"] / ips[default], 2)
+            results["best_ssdkit_vs_sahi_default_batch"] = round(
+                max(v for k, v in ips.items() if k.startswith("ssdkit tiled")) / ips[default], 2)
         equal, gap = same_detections(outputs["ssdkit tiled, SAHI rules"], outputs["sahi"])
         results["sahi_rules_equal_sahi"] = equal
         results["sahi_rules_max_box_gap_px"] = gap
@@ -287,7 +340,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "sahi" in outputs:
         print(f"ssdkit tiled / sahi: {results['ratio_vs_sahi']}x; ssdkit with SAHI rules / sahi: "
               f"{results['ratio_sahi_rules_vs_sahi']}x; ssdkit tiled bf16 / sahi (fp32): "
-              f"{results.get('ratio_bf16_vs_sahi', '-')}x; SAHI rules give SAHI's detections: "
+              f"{results.get('ratio_bf16_vs_sahi', '-')}x; ssdkit tiled openvino int8 / sahi (fp32): "
+              f"{results.get('ratio_int8_vs_sahi', '-')}x, / sahi (openvino int8): "
+              f"{results.get('ratio_int8_vs_sahi_int8', '-')}x; ssdkit tiled / sahi at batch_size "
+              f"{args.sahi_batch}: {results.get('ratio_vs_sahi_default_batch', '-')}x (best ssdkit row: "
+              f"{results.get('best_ssdkit_vs_sahi_default_batch', '-')}x); SAHI rules give SAHI's detections: "
               f"{results['sahi_rules_equal_sahi']} (largest box gap {results['sahi_rules_max_box_gap_px']:.2g} px)")
     for note in notes:
         print(f"note: {note}")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -147,7 +149,7 @@ def _bench_tiled_with_sahi(capsys):
     threads = torch.get_num_threads()
     try:
         result = load("bench_tiled").main(["--quick", "--images", "1", "--image-size", "300", "--tile", "160",
-                                           "--train-steps", "1", "--repeat", "1", "--json"])
+                                           "--train-steps", "1", "--repeat", "1", "--no-int8", "--json"])
     finally:
         torch.set_num_threads(threads)
     ips, maps = result["img_per_s"], result["voc07_map50"]
@@ -160,7 +162,23 @@ def _bench_tiled_with_sahi(capsys):
         assert "sahi" not in ips and any("SAHI side skipped" in n for n in result["notes"])
         return
     assert ips["sahi"] > 0 and result["ratio_vs_sahi"] > 0
+    assert ips["sahi, batch_size 1"] > 0 and result["ratio_vs_sahi_default_batch"] > 0  # SAHI's own default
     assert result["sahi_rules_equal_sahi"] is True  # SAHI's merge rules give SAHI's detections
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf")),
+                    reason="openvino / nncf not installed (pip install 'ssdkit[openvino]')")
+def test_bench_tiled_int8_rows():
+    # in a process of its own: NNCF leaves the interpreter's heap corrupted (see test_bench_infer_runs_every_runner)
+    out = subprocess.run([sys.executable, str(BENCH / "bench_tiled.py"), "--quick", "--images", "1", "--image-size",
+                          "300", "--tile", "160", "--train-steps", "1", "--repeat", "1", "--no-bf16", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    ips = result["img_per_s"]
+    assert ips["ssdkit tiled openvino int8"] > 0 and 0.0 <= result["voc07_map50"]["ssdkit tiled openvino int8"] <= 1
+    if importlib.util.find_spec("sahi"):
+        assert ips["sahi, openvino int8"] > 0 and result["ratio_int8_vs_sahi_int8"] > 0
 
 
 def test_bench_tiled_skips_sahi_cleanly(capsys):

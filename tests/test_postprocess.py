@@ -10,7 +10,7 @@ from torchvision import ops
 from ssdkit import SSDBoxCoder
 from ssdkit.choices import DECODE_PRESETS
 from ssdkit.config import ssd300_config
-from ssdkit.postprocess import PaddedDecoder, _grouped_nms, decode_offsets
+from ssdkit.postprocess import PaddedDecoder, _grouped_nms, class_probs, decode_offsets
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def reference_decode_batch(coder, loc, logits, score_thresh, nms_thresh, top_k, 
     out = []
     for i in range(loc.shape[0]):
         boxes = coder.decode_boxes(loc[i]).clamp(0, 300)
-        scores = F.softmax(logits[i], -1)
+        # softmax over the classes on the [C, A] layout, as ssdkit computes it (class_probs; equal to
+        # softmax(dim=-1) to 1 ulp, test_class_probs_is_the_softmax_over_classes): the sets compared are exact
+        scores = F.softmax(logits[i].T.contiguous(), 0).T
         all_b, all_s, all_l = [], [], []
         for c in range(1, scores.shape[1]):
             s = scores[:, c]
@@ -52,6 +54,15 @@ def reference_decode_batch(coder, loc, logits, score_thresh, nms_thresh, top_k, 
 def _as_set(det):
     """Detections keyed by (label, score, box): equal scores may come in either order."""
     return sorted(zip(det["labels"].tolist(), det["scores"].tolist(), map(tuple, det["boxes"].tolist())))
+
+
+@pytest.mark.parametrize("classes", [2, 7, 21])
+def test_class_probs_is_the_softmax_over_classes(classes):
+    logits = torch.randn(3, 8732, classes, generator=torch.Generator().manual_seed(classes)) * 8
+    got = class_probs(logits)
+    assert got.shape == logits.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, F.softmax(logits, dim=-1), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(got.sum(-1), torch.ones(3, 8732))
 
 
 def test_defaults_are_the_presets(coder):

@@ -1,5 +1,6 @@
 """The demo recipe: the shipped YAML is the same recipe, and a CI-sized run trains to a stated mAP floor."""
 
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -25,3 +26,13 @@ def test_quick_demo_trains_to_the_stated_floor(tmp_path, capsys):
     assert Path(result["checkpoint"]).is_file()
     assert len(list(Path(result["predictions"]).glob("*.png"))) == 2
     assert Path(result["curves"]).is_file()
+    # the run folder of issue 15's item 2, as the demo leaves it for its user
+    out = tmp_path / "demo"
+    for name in ("results.csv", "labels.png", "train_batch0.jpg", "val_predictions.jpg", "curves.png",
+                 "report/report.md", "report/confusion_matrix.png", "report/pr_f1.png", "report/tide.json"):
+        assert (out / name).is_file(), name
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r["map"] for r in rows) and any(r["loss"] for r in rows)
+    maps = [float(r["map"]) for r in rows if r["map"]]
+    assert all(0.0 <= m <= 1.0 for m in maps) and max(maps) >= QUICK_MAP_FLOOR
