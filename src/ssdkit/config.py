@@ -269,6 +269,7 @@ class TrainConfig:
     warmup_iterations: int = 0
     warmup_factor: float = 0.001  # LR multiplier at iteration 0, rising linearly to 1 over warmup_iterations
     grad_clip: float | None = None
+    ema_momentum: float = 0.0  # weight EMA for evaluation and best.pt (engine/ema.py); 0 = off, e.g. 0.01
     amp: str = "none"  # none | bf16 (CUDA, or CPUs with AVX512-BF16/AMX) | fp16 (CUDA)
     channels_last: bool = False
     neg_pos_ratio: int = 3
@@ -313,6 +314,8 @@ class TrainConfig:
         _check(0 < self.warmup_factor <= 1, "train.warmup_factor", f"must be in (0, 1], got {self.warmup_factor}")
         _check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip",
                f"must be positive (or null), got {self.grad_clip}")
+        _check(isinstance(self.ema_momentum, (int, float)) and 0 <= self.ema_momentum < 1, "train.ema_momentum",
+               f"must be in [0, 1) (0 = no weight EMA), got {self.ema_momentum!r}")
         _check(self.neg_pos_ratio >= 0, "train.neg_pos_ratio", f"must be >= 0, got {self.neg_pos_ratio}")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
         _check(self.checkpoint_every >= 0, "train.checkpoint_every",

@@ -35,6 +35,7 @@ from torch import nn
 from ssdkit.checkpoint import checkpoint_state, write_checkpoint
 from ssdkit.config import Config
 from ssdkit.engine.data import Loaders, set_loader_position
+from ssdkit.engine.ema import TRAIN_MODEL
 from ssdkit.engine.interrupt import SIGNALS, StopRequest
 from ssdkit.engine.monitor import attach_data_report, attach_logging, attach_progress, tensorboard
 from ssdkit.engine.optim import total_iterations
@@ -247,6 +248,7 @@ def attach_handlers(
     progress: bool = True,
     stop_at_iteration: int | None = None,
     stop: StopRequest | None = None,
+    ema_model: nn.Module | None = None,
 ) -> RunState:
     """Attach schedule, NaN guard, epoch positioning, logging, run files, evaluation, checkpointing and the stop
     on a signal to ``trainer``.
@@ -257,6 +259,8 @@ def attach_handlers(
         stop_at_iteration: stop (with a checkpoint) after this iteration as if interrupted, e.g. for
             time-sliced jobs; ``train(resume=...)`` continues from there.
         stop: the :class:`~ssdkit.engine.interrupt.StopRequest` of the run (also given to the training step).
+        ema_model: the weight average of :mod:`ssdkit.engine.ema`: saved as the checkpoints' ``model`` (``model``
+            as ``train_model``).
 
     Returns:
         The :class:`RunState` (``to_save`` holds what every checkpoint stores and resume restores).
@@ -269,6 +273,8 @@ def attach_handlers(
     run = RunState(out_dir, is_main, total_iterations(cfg, epoch_length), stop=stop)
     run.log = RunLog(out_dir, t.eval_metric, enabled=is_main)
     run.to_save = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
+    if ema_model is not None:
+        run.to_save.update(model=ema_model, **{TRAIN_MODEL: model})
     if scaler is not None:
         run.to_save["scaler"] = scaler
     if is_main:

@@ -21,6 +21,7 @@ from ignite.utils import manual_seed
 
 from ssdkit.checkpoint import check_finite, load_checkpoint
 from ssdkit.config import Config, config_to_dict
+from ssdkit.engine.ema import TRAIN_MODEL
 from ssdkit.errors import CheckpointError, ConfigError
 
 __all__ = ["rng_state", "set_rng_state", "seed_process", "load_training_state", "config_changes", "REFUSED"]
@@ -122,7 +123,9 @@ def load_training_state(path: str | os.PathLike, to_load: Mapping[str, Any], cfg
     Hyper-parameters changed since the checkpoint are applied (``lr``, ``max_iterations``, ``epochs``, schedule,
     milestones, warmup, weight decay, momentum, evaluation and checkpoint settings, ``data.augment``, ...) and
     listed in the returned ``"resume_changes"``; those of :data:`REFUSED` are refused. A GradScaler is restored
-    when both runs use fp16 (a run switching to fp16 starts a fresh one).
+    when both runs use fp16 (a run switching to fp16 starts a fresh one). ``train.ema_momentum`` may be switched
+on (the average starts at the checkpoint's weights) or off (training goes on from the trained weights, not their
+average).
 
     Returns:
         The checkpoint dict (:func:`ssdkit.checkpoint.load_checkpoint`) plus ``"resume_changes"``:
@@ -135,6 +138,10 @@ def load_training_state(path: str | os.PathLike, to_load: Mapping[str, Any], cfg
         ConfigError: ``train.max_iterations`` / ``train.epochs`` end the run before the checkpoint's iteration.
     """
     state = load_checkpoint(path)
+    if TRAIN_MODEL in state and TRAIN_MODEL not in to_load:  # weight EMA switched off: go on with the trained ones
+        state["model"] = state[TRAIN_MODEL]
+    elif TRAIN_MODEL in to_load and TRAIN_MODEL not in state and "optimizer" in state:  # EMA switched on
+        state[TRAIN_MODEL] = state["model"]  # the average starts at the weights
     missing = [k for k in to_load if k not in state and k != "scaler"]
     if missing:
         raise CheckpointError(f"{path}: cannot resume, no training state ({', '.join(missing)}); "

@@ -4,6 +4,7 @@ Where each part lives::
 
     engine/optim.py     parameter groups, optimizer, LR factor and schedule
     engine/step.py      the training step as a function of a batch, and the Engine running it
+    engine/ema.py       weight EMA (train.ema_momentum) through ignite's EMAHandler
     engine/handlers.py  ignite handlers: checkpoints (ignite Checkpoint, best.pt by mAP), evaluation, stop on a
                         signal, the end of a run
     engine/monitor.py   history records, skipped images and steps, the epoch's data line, progress bar, TensorBoard
@@ -42,6 +43,7 @@ from torch import nn
 from ssdkit.checkpoint import init_from_checkpoint
 from ssdkit.config import Config, save_config
 from ssdkit.engine.data import build_loaders
+from ssdkit.engine.ema import attach_ema
 from ssdkit.engine.evaluate import create_evaluator
 from ssdkit.engine.handlers import BEST, CURVES, attach_handlers
 from ssdkit.engine.interrupt import StopRequest, TrainingInterrupted
@@ -195,16 +197,19 @@ def _training(local_rank: int, cfg: Config, resume: str | None, progress: bool,
     scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.train.amp == "fp16" else None
     stop = StopRequest(announce=rank == 0)
     trainer = create_trainer(cfg, model, optimizer, device, scaler, stop)
+    # weight EMA: the average is what is evaluated and saved as the checkpoints' model
+    ema_model = attach_ema(trainer, model, cfg.train.ema_momentum).ema_model if cfg.train.ema_momentum else None
     evaluator = None
     if loaders.val_loader is not None and cfg.train.eval_every:
         evaluator = create_evaluator(
-            model, cfg, loaders.class_names, cfg.train.eval_metric, device, pixel_offset=loaders.val_pixel_offset,
+            model if ema_model is None else ema_model, cfg, loaders.class_names, cfg.train.eval_metric, device,
+            pixel_offset=loaders.val_pixel_offset,
             amp=cfg.train.amp, channels_last=cfg.train.channels_last, keep_detections=True,  # the final report
             tile=loaders.tile, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
         )
     run = attach_handlers(trainer, cfg, model=model, optimizer=optimizer, scheduler=scheduler, loaders=loaders,
                           evaluator=evaluator, scaler=scaler, progress=progress, stop_at_iteration=stop_at_iteration,
-                          stop=stop)
+                          stop=stop, ema_model=ema_model)
     if rank == 0:
         save_config(cfg, out_dir / "config.yaml")
     checkpoint = None
