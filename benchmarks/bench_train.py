@@ -449,28 +449,48 @@ def _detect(model: nn.Module, tv: SSD, coder: SSDBoxCoder, loader, m: ModelConfi
     return ours, theirs
 
 
-def bench_map(args, device: torch.device, width: float, say) -> dict:
-    base = demo_config("unused")
-    cfg = Config(
-        model=replace(base.model, width_mult=width),
-        data=replace(base.data, num_workers=args.workers, shapes_train_count=args.train_images,
-                     shapes_val_count=args.val_images),
-        train=replace(base.train, batch_size=args.map_batch, max_iterations=args.iterations, device=str(device),
-                      seed=args.seed),
+def map_config(args, device: torch.device, width: float | None) -> Config:
+    """The ssdkit side's run config: the demo recipe on generated shapes, or for ``--map-data PATH`` what
+    ``ssdkit train --data PATH`` would train with (auto config: its recipe, default boxes and validation split;
+    untiled), both at ``--iterations`` of ``--map-batch``."""
+    if args.map_data == "shapes":
+        base = demo_config("unused")
+        return Config(
+            model=replace(base.model, width_mult=width if width is not None else 0.125),
+            data=replace(base.data, num_workers=args.workers, shapes_train_count=args.train_images,
+                         shapes_val_count=args.val_images),
+            train=replace(base.train, batch_size=args.map_batch or 4, max_iterations=args.iterations,
+                          device=str(device), seed=args.seed),
+        )
+    from ssdkit.engine.autoconfig import auto_config
+
+    base, _notes = auto_config(args.map_data, tile=None)
+    return Config(
+        model=base.model if width is None else replace(base.model, width_mult=width),
+        data=replace(base.data, num_workers=args.workers),
+        train=replace(base.train, batch_size=args.map_batch or base.train.batch_size, max_iterations=args.iterations,
+                      device=str(device), seed=args.seed),
     )
+
+
+def bench_map(args, device: torch.device, width: float | None, say) -> dict:
+    cfg = map_config(args, device, width)
+    width = cfg.model.width_mult
     total = args.iterations
     m = cfg.model
     torch.manual_seed(args.seed)
     model, optimizer, _ = create_model_and_optimizer(cfg, device)
     tv = torchvision_ssd_on(model)  # same extractor, anchors and initial weights
     tv_opt = create_optimizer(cfg, tv)
+    tv_amp = amp_dtype(cfg.train.amp, device)  # the recipe's autocast on both sides (torchvision's --amp)
     tv_sched = torch.optim.lr_scheduler.LambdaLR(tv_opt, lr_factor(cfg, total))
-    say(f"mAP at equal budget: width {width} + BatchNorm, {total} iterations of batch {args.map_batch}, "
-        f"{cfg.train.optimizer} lr {cfg.train.lr} {cfg.train.schedule} (warm-up {cfg.train.warmup_iterations}), "
-        f"{len(cfg.data.classes)} shape classes, {args.val_images} held-out images")
+    batch = cfg.train.batch_size
+    say(f"mAP at equal budget on {args.map_data}: width {width} + BatchNorm, input {m.input_size}, {total} "
+        f"iterations of batch {batch}, {cfg.train.optimizer} lr {cfg.train.lr} {cfg.train.schedule} (warm-up "
+        f"{cfg.train.warmup_iterations}), amp {cfg.train.amp}, {len(cfg.data.classes)} classes")
 
     # ssdkit: its loaders (SSDTrainTransform), its trainer step, its LR scheduler.
-    loaders = build_loaders(cfg, with_val=False)
+    loaders = build_loaders(cfg, with_val=args.map_data != "shapes")
     trainer = create_trainer(cfg, model, optimizer, device)
     from ignite.engine import Events
 
@@ -494,7 +514,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
         _TorchvisionShapes(loaders.train_source, m.input_size, train_fill(cfg), cfg.data.augment), batch_sampler=order,
         num_workers=args.workers, collate_fn=_as_lists,
     )
-    step = torchvision_step(tv, tv_opt, device)
+    step = torchvision_step(tv, tv_opt, device, tv_amp)
     torch.manual_seed(args.seed + 1)  # torchvision's transforms draw from the global generator
     t0 = time.perf_counter()
     feed = _cycle(tv_loader, total)
@@ -510,8 +530,9 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
     tv_s = time.perf_counter() - t0
     say(f"  torchvision trained in {tv_s:7.1f} s  (last loss {losses['torchvision'][-1]:.3f})")
 
-    val_source = build_source("shapes", cfg.data, "val")
-    val_loader = make_loader(DetectionDataset(val_source, SSDEvalTransform(m.input_size)), args.map_batch,
+    val_source = build_source("shapes", cfg.data, "val") if args.map_data == "shapes" else loaders.val_source
+    offset = getattr(val_source, "format", "") == "voc"  # VOC's devkit counts box pixels inclusively
+    val_loader = make_loader(DetectionDataset(val_source, SSDEvalTransform(m.input_size)), batch,
                              shuffle=False, num_workers=args.workers)
     coder = SSDBoxCoder(m)
     ours, theirs = _detect(model, tv, coder, val_loader, m, device)
@@ -520,7 +541,7 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
         s = val_source.sample(i)
         gts.append({"boxes": s.boxes, "labels": s.labels, "ignore": s.ignore})
     names = tuple(val_source.class_names)
-    score = lambda dets: evaluate_voc(dets, gts, len(names), names, use_07_metric=True, pixel_offset=False)  # noqa: E731
+    score = lambda dets: evaluate_voc(dets, gts, len(names), names, use_07_metric=True, pixel_offset=offset)  # noqa: E731
     r_ours, r_tv = score(ours), score(theirs)
     # The project's evaluator on ssdkit's model: must agree with the number above (same decode, same metric).
     check = evaluate_model(model, val_loader, cfg, "voc07", device, names, channels_last=False)["map"]
@@ -533,11 +554,14 @@ def bench_map(args, device: torch.device, width: float, say) -> dict:
         "width_mult": width,
         "batch_norm": m.batch_norm,
         "iterations": total,
-        "batch": args.map_batch,
+        "data": args.map_data,
+        "input_size": m.input_size,
+        "amp": cfg.train.amp,
+        "batch": batch,
         "optimizer": f"{cfg.train.optimizer} lr {cfg.train.lr} wd {cfg.train.weight_decay}, {cfg.train.schedule}, "
                      f"warm-up {cfg.train.warmup_iterations}",
         "classes": list(names),
-        "train_images": args.train_images,
+        "train_images": len(loaders.train_source),
         "val_images": len(val_source),
         "params": {"ssdkit": _params(model), "torchvision": _params(tv)},
         "anchors_match": anchors_match(tv, m),
@@ -576,7 +600,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--map", action="store_true", help="also train both on shapes at equal budget and compare mAP")
     ap.add_argument("--map-only", action="store_true", help="skip the step speed (implies --map)")
     ap.add_argument("--iterations", type=int, default=850, help="--map: training iterations of each side")
-    ap.add_argument("--map-batch", type=int, default=4, help="--map: batch size (the ssdkit demo's)")
+    ap.add_argument("--map-batch", type=int, default=None,
+                    help="--map: batch size (default the recipe's: the demo's 4 on shapes, auto config's on a folder)")
+    ap.add_argument("--map-data", default="shapes",
+                    help="--map: shapes (generated, the demo recipe) or a dataset folder (auto config's recipe)")
     ap.add_argument("--train-images", type=int, default=6000, help="--map: shapes training set size")
     ap.add_argument("--val-images", type=int, default=200, help="--map: held-out shapes images")
     ap.add_argument("--workers", type=int, default=0, help="--map, --loader: data loader workers (both sides)")
@@ -609,7 +636,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["step"] = [bench_speed(args, device, width, b, say, f"{tmp}/jpegs" if args.loader else None)
                               for b in batches]
     if args.map or args.map_only:
-        result["map"] = bench_map(args, device, args.width_mult if args.width_mult is not None else 0.125, say)
+        result["map"] = bench_map(args, device, args.width_mult, say)
     if args.json:
         print(json.dumps(result, indent=2))
         return result

@@ -16,7 +16,7 @@ from ssdkit.config import ModelConfig, feature_map_sizes
 from ssdkit.matching import best_and_count, match_anchors
 
 __all__ = ["SIZE_BUCKETS", "object_boxes_at_input", "match_stats", "coverage_report", "recommend_config",
-           "anchor_fit", "default_box_sizes"]
+           "anchor_fit", "default_box_sizes", "with_box_sizes"]
 
 
 SIZE_BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, math.inf))
@@ -88,7 +88,10 @@ def coverage_report(boxes: torch.Tensor, cfg: ModelConfig, iou_threshold: float 
     }
 
 
-def _with_sizes(cfg: ModelConfig, input_size: int, sizes: Sequence[float], extra: bool) -> ModelConfig:
+def with_box_sizes(cfg: ModelConfig, input_size: int, sizes: Sequence[float], extra: bool) -> ModelConfig:
+    """``cfg`` at ``input_size`` with default-box ``sizes`` (px), steps from that input's feature-map grid, and
+    the stride-4 level on or off (``extra``; it gets aspect ratios (2,)): what the anchor search builds for each
+    candidate, and what auto-config uses to move a recipe to another input size."""
     fm = feature_map_sizes(cfg.arch, input_size, extra)
     steps = tuple(round(input_size / f, 3) for f in fm)
     ratios = cfg.aspect_ratios[1:] if cfg.extra_low_level else cfg.aspect_ratios
@@ -146,7 +149,7 @@ def recommend_config(boxes_per_image: Sequence[tuple[torch.Tensor, int, int]], c
         for extra in (False, True):
             levels = len(feature_map_sizes(cfg.arch, input_size, extra))
             for box_sizes in _size_families(levels, q_lo, q_hi):
-                cand = _with_sizes(cfg, input_size, box_sizes, extra)
+                cand = with_box_sizes(cfg, input_size, box_sizes, extra)
                 best_iou, count = match_stats(boxes, cand, iou_threshold)
                 score = (float((count >= 1).float().mean()), float(best_iou.mean()))
                 if best is None or score > best[0]:

@@ -49,10 +49,10 @@ def at_input_size(cfg: ModelConfig, input_size: int) -> ModelConfig:
     box that matches the smallest of them)."""
     if input_size == cfg.input_size:
         return cfg
-    from ssdkit.analysis.anchor_fit import _with_sizes  # the anchor search's steps-from-the-grid, one place
+    from ssdkit.analysis.anchor_fit import with_box_sizes  # the anchor search's steps-from-the-grid, one place
 
     r = input_size / cfg.input_size
-    return _with_sizes(cfg, input_size, (cfg.box_sizes[0], *(b * r for b in cfg.box_sizes[1:])), cfg.extra_low_level)
+    return with_box_sizes(cfg, input_size, (cfg.box_sizes[0], *(b * r for b in cfg.box_sizes[1:])), cfg.extra_low_level)
 
 
 def _try_split(data: str, split: str | None, fmt: str | None):

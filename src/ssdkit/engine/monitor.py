@@ -75,8 +75,8 @@ def _sum_over_processes(values: list[int]) -> list[int]:
 
 def attach_data_report(trainer: Engine, run: RunState, loaders: Loaders) -> None:
     """At each epoch end (and at the end of a run stopped mid-epoch) fold the epoch's skipped images (summed over
-    processes) and steps into ``run.skipped``; at each epoch end log one line with them and the training data's
-    fixed boxes and reader problems."""
+    processes) and steps into ``run.skipped``. Logged: at the first epoch end one line with them and the training
+    data's fixed boxes and reader problems; later, a line for each epoch that skipped images or steps."""
     problems = loaders.train_source.problems if run.is_main else []
     kinds = [p.kind for p in problems]
     run.data_problems = {"boxes_clipped": kinds.count("out_of_image"), "boxes_dropped": kinds.count("degenerate"),
@@ -90,9 +90,17 @@ def attach_data_report(trainer: Engine, run: RunState, loaders: Loaders) -> None
         run.epoch_skipped = {k: 0 for k in run.epoch_skipped}
         return epoch
 
+    said = []  # the training set's part (fixed for the run) is logged once, at the first epoch end
+
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_line(engine: Engine) -> None:
         epoch, d = fold(engine), run.data_problems
+        if said:
+            if epoch["images"] or epoch["steps"]:
+                logger.info("epoch %d data: %d unreadable image(s) skipped, %d step(s) skipped (too few images "
+                            "left for BatchNorm)", engine.state.epoch, epoch["images"], epoch["steps"])
+            return
+        said.append(engine.state.epoch)
         first = f" (first: {problems[0]})" if problems else ""
         cuts = (f", {d['windows_cutting_objects']} window(s) cutting objects below data.tile_min_visible"
                 if d["windows_cutting_objects"] else "")
