@@ -484,9 +484,9 @@ def bench_map(args, device: torch.device, width: float | None, say) -> dict:
     tv_opt = create_optimizer(cfg, tv)
     tv_amp = amp_dtype(cfg.train.amp, device)  # the recipe's autocast on both sides (torchvision's --amp)
     tv_sched = torch.optim.lr_scheduler.LambdaLR(tv_opt, lr_factor(cfg, total))
-    batch = cfg.train.batch_size
+    bs = cfg.train.batch_size
     say(f"mAP at equal budget on {args.map_data}: width {width} + BatchNorm, input {m.input_size}, {total} "
-        f"iterations of batch {batch}, {cfg.train.optimizer} lr {cfg.train.lr} {cfg.train.schedule} (warm-up "
+        f"iterations of batch {bs}, {cfg.train.optimizer} lr {cfg.train.lr} {cfg.train.schedule} (warm-up "
         f"{cfg.train.warmup_iterations}), amp {cfg.train.amp}, {len(cfg.data.classes)} classes")
 
     # ssdkit: its loaders (SSDTrainTransform), its trainer step, its LR scheduler.
@@ -532,7 +532,7 @@ def bench_map(args, device: torch.device, width: float | None, say) -> dict:
 
     val_source = build_source("shapes", cfg.data, "val") if args.map_data == "shapes" else loaders.val_source
     offset = getattr(val_source, "format", "") == "voc"  # VOC's devkit counts box pixels inclusively
-    val_loader = make_loader(DetectionDataset(val_source, SSDEvalTransform(m.input_size)), batch,
+    val_loader = make_loader(DetectionDataset(val_source, SSDEvalTransform(m.input_size)), bs,
                              shuffle=False, num_workers=args.workers)
     coder = SSDBoxCoder(m)
     ours, theirs = _detect(model, tv, coder, val_loader, m, device)
@@ -557,7 +557,7 @@ def bench_map(args, device: torch.device, width: float | None, say) -> dict:
         "data": args.map_data,
         "input_size": m.input_size,
         "amp": cfg.train.amp,
-        "batch": batch,
+        "batch": bs,
         "optimizer": f"{cfg.train.optimizer} lr {cfg.train.lr} wd {cfg.train.weight_decay}, {cfg.train.schedule}, "
                      f"warm-up {cfg.train.warmup_iterations}",
         "classes": list(names),
@@ -669,8 +669,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  note: {note}")
     if "map" in result:
         r = result["map"]
-        print(f"VOC07 mAP@0.5 on {r['val_images']} held-out shapes images after {r['iterations']} iterations of batch "
-              f"{r['batch']} (width {r['width_mult']}, BN; {r['optimizer']}):")
+        print(f"VOC07 mAP@0.5 on {r['val_images']} held-out images of {r['data']} after {r['iterations']} iterations "
+              f"of batch {r['batch']} (width {r['width_mult']}, BN, input {r['input_size']}, amp {r['amp']}; "
+              f"{r['optimizer']}):")
         print(f"  ssdkit recipe    {r['voc07_map']['ssdkit']:.4f}  (evaluate_model: "
               f"{r['ssdkit_map_via_evaluate_model']:.4f}; train {r['train_seconds']['ssdkit']} s)")
         print(f"  torchvision SSD  {r['voc07_map']['torchvision']:.4f}  (train {r['train_seconds']['torchvision']} s)")

@@ -57,6 +57,22 @@ def test_bench_train_measures_both_sides():
     assert step["best"]["ratio"] > 0 and step["best"]["ratio_vs_torchvision_fp32"] > 0
 
 
+def test_bench_train_map_on_a_dataset_folder(tmp_path):
+    """--map-data PATH: auto config's recipe on a VOC folder vs torchvision's SSD training, same network."""
+    from ssdkit.data.shapes import write_shapes
+
+    data = write_shapes(tmp_path / "voc", count=8, image_size=96, min_size=20, max_size=60,
+                        class_names=["circle", "square"], val_fraction=0.25, progress=False)
+    result = load("bench_train").main(["--map-only", "--map-data", str(data), "--iterations", "2", "--map-batch", "2",
+                                       "--width-mult", "0.125", "--json"])
+    r = result["map"]
+    assert r["data"] == str(data) and r["input_size"] == 400 and r["batch"] == 2 and r["iterations"] == 2
+    assert r["val_images"] == 2 and r["train_images"] == 6 and r["classes"] == ["circle", "square"]
+    assert r["anchors_match"] is True
+    assert all(0.0 <= v <= 1.0 for v in r["voc07_map"].values())
+    assert r["ssdkit_map_via_evaluate_model"] == pytest.approx(r["voc07_map"]["ssdkit"], abs=1e-4)
+
+
 def test_bench_train_real_loader_reports_data_wait():
     result = load("bench_train").main(["--batch", "2", "--width-mult", "0.125", "--steps", "1", "--rounds", "1",
                                        "--warmup", "0", "--variants", "fp32", "--loader", "--loader-images", "4",
