@@ -180,3 +180,15 @@ def test_run_pictures(tmp_path):
     assert side.shape[1] > 2 * 192 and side.shape[2] > 2 * 256  # two rows of two panels, enlarged 4x
     assert not (side == torch.tensor(class_color(2)).view(3, 1, 1)).all(0).any()  # the 0.1 box is not drawn
     assert (side == torch.tensor(class_color(1)).view(3, 1, 1)).all(0).any()
+
+
+def test_previews_draw_every_object_of_dense_images():
+    from ssdkit.viz_run import drawn_predictions
+
+    scores = torch.linspace(0.99, 0.01, 100)
+    keep, above = drawn_predictions(scores, 3, 0.5)
+    assert above == 50 and keep.tolist() == list(range(20))  # a sparse image: the 20 best
+    keep, above = drawn_predictions(scores, 35, 0.5)
+    assert keep.tolist() == list(range(50))  # 35 objects: up to 70, here every one above the threshold
+    keep, above = drawn_predictions(scores.flip(0), 35, 0.3)
+    assert above == 70 and keep.tolist() == list(range(99, 29, -1))  # best first

@@ -24,7 +24,7 @@ import torch
 
 from ssdkit.viz import _figure, _save_figure, class_color
 
-__all__ = ["plot_labels", "batch_grid", "predictions_side_by_side"]
+__all__ = ["plot_labels", "batch_grid", "drawn_predictions", "predictions_side_by_side"]
 
 _SIZE_BOUNDS = (32.0, 96.0)  # COCO's small / medium / large object bounds (sqrt of the area, pixels)
 
@@ -214,6 +214,16 @@ def batch_grid(images: torch.Tensor, targets: Sequence[dict], class_names: Seque
     return _mosaic(tiles, math.ceil(math.sqrt(n)))
 
 
+def drawn_predictions(scores: torch.Tensor, num_objects: int, score_threshold: float,
+                      max_boxes: int = 20) -> tuple[torch.Tensor, int]:
+    """Which predictions a preview draws: those scoring above ``score_threshold``, best first, at most
+    ``max(max_boxes, 2 * num_objects)`` (a dense image of small objects shows them all). -> (indices, how many
+    scored above the threshold)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    above = order[scores[order] > score_threshold]
+    return above[:max(max_boxes, 2 * num_objects)], len(above)
+
+
 def predictions_side_by_side(pairs: Sequence[tuple[torch.Tensor, dict, dict]], class_names: Sequence[str],
                              score_threshold: float, longest: int = 400, max_boxes: int = 20) -> torch.Tensor:
     """Rows of ``ground truth | predictions`` for validation images.
@@ -221,7 +231,8 @@ def predictions_side_by_side(pairs: Sequence[tuple[torch.Tensor, dict, dict]], c
     Args:
         pairs: ``(image Tensor[3, H, W] uint8, ground truth {"boxes" [M, 4], "labels" [M], "image_id"},
             detections {"boxes" [K, 4], "labels" [K], "scores" [K]})``, boxes in the image's pixels.
-        score_threshold: predictions drawn: score above it, at most ``max_boxes`` of the highest scores.
+        score_threshold: predictions drawn: score above it, the highest scores first, at most ``max_boxes`` or,
+            in an image with more objects than that (dense small objects), twice its ground-truth count.
         longest: each image is shown with its longer side at this many pixels (small images enlarged up to 4x).
 
     Returns:
@@ -231,15 +242,15 @@ def predictions_side_by_side(pairs: Sequence[tuple[torch.Tensor, dict, dict]], c
     tiles = []
     for image, gt, det in pairs:
         scores = torch.as_tensor(det["scores"]).cpu().float().reshape(-1)
-        order = torch.argsort(scores, descending=True)
-        keep = order[scores[order] > score_threshold][:max_boxes]
-        scale = _scale_for(*image.shape[-2:], longest)
         gt_labels = torch.as_tensor(gt["labels"]).reshape(-1)
+        keep, above = drawn_predictions(scores, len(gt_labels), score_threshold, max_boxes)
+        scale = _scale_for(*image.shape[-2:], longest)
         left = _draw_boxes(image, gt["boxes"], gt_labels, class_names, scale=scale)
         right = _draw_boxes(image, torch.as_tensor(det["boxes"]).reshape(-1, 4)[keep],
                             torch.as_tensor(det["labels"]).reshape(-1)[keep], class_names, scores[keep], scale=scale)
         tiles.append(_titled(left, f"{gt.get('image_id', '')}: ground truth ({len(gt_labels)})"))
-        tiles.append(_titled(right, f"predictions ({len(keep)}, score > {score_threshold:.2f})"))
+        shown = f"{len(keep)}" if len(keep) == above else f"best {len(keep)} of {above}"
+        tiles.append(_titled(right, f"predictions ({shown}, score > {score_threshold:.2f})"))
     if not tiles:
         return torch.full((3, 64, 64), 255, dtype=torch.uint8)
     return _mosaic(tiles, 2)
