@@ -133,6 +133,8 @@ class Case:
     expect: int = 2
     says: str = ""  # a fragment the error line (or, for expect 0, the output) must contain
     env: tuple = ()  # (name, value) pairs set in the environment for the case
+    strict_json: bool = False  # expect 0: stdout is one strict JSON document (no NaN / Infinity)
+    creates: str = ""  # a folder under the user's root the command may create (every other file stays as it was)
 
 
 CASES = [
@@ -189,8 +191,22 @@ CASES = [
          expect=0, says="decompression bomb"),
     Case("check-data truncated jpeg", lambda r: ["check-data", "--data", str(truncated_voc(r))], expect=0,
          says="truncated JPEG"),
+    Case("check-data yolo NaN class id", lambda r: ["check-data", "--data", str(yolo_label(r, "nan .5 .5 .1 .1"))],
+         expect=0, says="class"),
+    Case("check-data vedai inf class id", lambda r: ["check-data", "--data", str(vedai(r, "inf")), "--format",
+                                                     "vedai"], expect=0, says="class"),
+    Case("check-data list file not UTF-8", lambda r: ["check-data", "--data", str(write(
+        r, "l.txt", "a.jpg 1 2 30 40 0 \xe9\n".encode("latin-1"))), "--format", "list"], says="UTF-8"),
+    Case("check-data yolo yaml not UTF-8", lambda r: ["check-data", "--data", str(write(
+        r, "d.yaml", "path: .\ntrain: images\nnames: {0: caf\xe9}\n".encode("latin-1")))], says="UTF-8"),
+    Case("check-data yolo yaml duplicate key", lambda r: ["check-data", "--data", str(write(
+        r, "d.yaml", "path: .\ntrain: images\ntrain: other\nnames: {0: a}\n"))], says="duplicate key"),
+    Case("check-data voc entity bomb", lambda r: ["check-data", "--data", str(xml_bomb_voc(r))], expect=0,
+         says="entit"),
     # anchors
     Case("anchors iou 2", lambda r: ["anchors", "--data", str(voc(r)), "--iou", "2"], says="iou"),
+    Case("anchors plot is a folder", lambda r: ["anchors", "--data", str(voc(r)), "--plot", str(r / "voc")],
+         says="voc"),
     Case("anchors plot under a file", lambda r: ["anchors", "--data", str(voc(r)), "--plot",
                                                  str(write(r, "f.txt", "x") / "p.png")], says="f.txt"),
     # evaluate: results files and ground truths of every shape
@@ -220,12 +236,24 @@ CASES = [
     Case("evaluate plot-dir is a file", lambda r: ["evaluate", "--checkpoint", str(ckpt(r)), "--data", str(voc(r)),
                                                    "--device", "cpu", "--plot-dir", str(write(r, "f.txt", "x"))],
          says="f.txt"),
+    Case("evaluate plot-dir under a file", lambda r: ["evaluate", "--checkpoint", str(ckpt(r)), "--data",
+                                                      str(voc(r)), "--device", "cpu", "--plot-dir",
+                                                      str(write(r, "f.txt", "x") / "p")], says="f.txt"),
+    Case("evaluate gt string area", lambda r: ["evaluate", "--gt", str(coco(
+        r, lambda d: _set(d, ["annotations", 0, "area"], "200"))), "--detections", str(results(r, []))],
+         says="area"),
+    Case("evaluate json without NaN", lambda r: ["evaluate", "--gt", str(coco(
+        r, lambda d: d["categories"].append({"id": 2, "name": "square"}))), "--detections", str(results(
+            r, [{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.5}])), "--json"],
+         expect=0, strict_json=True),
     Case("evaluate NaN weights", lambda r: ["evaluate", "--checkpoint", str(ckpt(r, weights="nan")), "--data",
                                             str(voc(r))], says="NaN"),
     # predict: never overwrite or re-read the inputs, bombs, bad checkpoints and values
     Case("predict out is the input folder", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)),
                                                        "--out", str(voc_images(r)), "--device", "cpu"],
          says="out"),
+    Case("predict out is a file", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)),
+                                             "--out", str(write(r, "f.txt", "x")), "--device", "cpu"], says="f.txt"),
     Case("predict out under a file", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)),
                                                 "--out", str(write(r, "f.txt", "x") / "o"), "--device", "cpu"],
          says="f.txt"),
@@ -248,6 +276,10 @@ CASES = [
     # export
     Case("export out under a file", lambda r: ["export", "--checkpoint", str(ckpt(r)), "--format", "onnx",
                                                "--out", str(write(r, "f.txt", "x") / "m.onnx")], says="f.txt"),
+    Case("export out is a folder", lambda r: ["export", "--checkpoint", str(ckpt(r)), "--format", "onnx",
+                                              "--out", str(voc(r))], says="voc"),
+    Case("export other width", lambda r: ["export", "--checkpoint", str(ckpt_mismatch(r)), "--format", "onnx",
+                                          "--out", "{out}/m.onnx"], says="do not fit"),
     Case("export pickle exploit", lambda r: ["export", "--checkpoint", str(exploit(r)), "--format", "onnx",
                                              "--out", "{out}/m.onnx"], says="evil.pt"),
     Case("export NaN weights", lambda r: ["export", "--checkpoint", str(ckpt(r, weights="nan")), "--format", "onnx",
@@ -278,9 +310,43 @@ CASES = [
          says="vgg"),
     Case("train strict with a broken XML", lambda r: ["train", str(broken_xml_cfg(r)), "data.strict=true"],
          says="data.strict"),
+    Case("train into another run's folder", lambda r: ["train", str(train_cfg(r)),
+                                                       f"train.output_dir={previous_run(r)}"], expect=0,
+         says="prev2", creates="prev2"),  # a new numbered folder: the previous run's files stay byte-identical
     # demo
     Case("demo out is a file", lambda r: ["demo", "--quick", "--out", str(write(r, "f.txt", "x"))], says="f.txt"),
+    Case("demo out under a file", lambda r: ["demo", "--quick", "--out", str(write(r, "f.txt", "x") / "d")],
+         says="f.txt"),
+    # benchmark
+    Case("benchmark not a checkpoint", lambda r: ["benchmark", "--checkpoint", str(write(r, "x.pt", "hello")),
+                                                  "--data", str(voc(r))], says="x.pt"),
+    Case("benchmark pickle exploit", lambda r: ["benchmark", "--checkpoint", str(exploit(r)), "--data", str(voc(r))],
+         says="evil.pt"),
+    Case("benchmark batch 0", lambda r: ["benchmark", "--checkpoint", str(ckpt(r)), "--data", str(voc(r)),
+                                         "--batch", "0"], says="batch"),
 ]
+
+
+def vedai(r: Path, class_id: str) -> Path:
+    Image.new("RGB", (64, 64)).save(write(r, "v/Vehicules512/00000000_co.png", b"") or
+                                    r / "v/Vehicules512/00000000_co.png")
+    write(r, "v/Annotations512/00000000.txt", f"30 30 0 {class_id} 1 0 20 40 40 20 20 20 40 40\n")
+    return r / "v"
+
+
+def xml_bomb_voc(r: Path) -> Path:
+    root = voc(r)
+    xml = sorted((root / "Annotations").iterdir())[0]
+    lol = "".join(f'<!ENTITY l{i + 1} "{f"&l{i};" * 10}">' for i in range(8))
+    xml.write_text(f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "lol">{lol}]><annotation>&l8;</annotation>')
+    return root
+
+
+def previous_run(r: Path) -> Path:
+    prev = r / "prev"
+    write(prev, "checkpoint_00000001.pt", b"a previous run's weights")
+    write(prev, "history.jsonl", '{"iteration": 1, "loss": 1.0}\n')
+    return prev
 
 
 def voc_images(r: Path) -> Path:
@@ -352,7 +418,7 @@ def _snapshot(root: Path, out: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(case, tmp_path, capsys, monkeypatch):
+def test_hostile_input(case, tmp_path, capsys, caplog, monkeypatch):
     for name, value in case.env:
         monkeypatch.setenv(name, value)
     user = tmp_path / "user"
@@ -378,14 +444,21 @@ def test_hostile_input(case, tmp_path, capsys, monkeypatch):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     captured = capsys.readouterr()
-    text = captured.out + captured.err
+    text = captured.out + captured.err + caplog.text
     assert "Traceback" not in text, text[-2000:]
     assert code == case.expect, f"{case.id}: exit {code}, expected {case.expect}\n{text[-2000:]}"
     errors = [line for line in captured.err.splitlines() if line.startswith("ssdkit: error:")]
     if case.expect == 2:
         assert len(errors) == 1, captured.err[-2000:]
         assert case.says.lower() in errors[0].lower(), errors[0]
+        rest = captured.err.split(errors[0], 1)[1]
+        assert not rest.strip(), f"the error continues on more lines: {rest[:500]}"
+    elif case.strict_json:
+        def refuse(name):
+            raise AssertionError(f"{case.id}: {name} in --json output")
+        json.loads(captured.out, parse_constant=refuse)
     else:
         assert case.says.lower() in text.lower(), text[-2000:]
-    assert _snapshot(user, out) == before, "an input file was changed"
+    after = {k: v for k, v in _snapshot(user, out).items() if not (case.creates and k.startswith(case.creates + "/"))}
+    assert after == before, "an input file was changed"
     assert not (user / "PWNED").exists() and not Path("PWNED").exists(), "code from a file was executed"
