@@ -317,6 +317,17 @@ CASES = [
     Case("demo out is a file", lambda r: ["demo", "--quick", "--out", str(write(r, "f.txt", "x"))], says="f.txt"),
     Case("demo out under a file", lambda r: ["demo", "--quick", "--out", str(write(r, "f.txt", "x") / "d")],
          says="f.txt"),
+    # unwritable output paths (/proc refuses new files even to root, which CI runs as)
+    Case("predict out unwritable", lambda r: ["predict", "--checkpoint", str(ckpt(r)), str(voc_images(r)), "--out",
+                                              "/proc/ssdkit-out", "--device", "cpu"], says="/proc/ssdkit-out"),
+    Case("export out unwritable", lambda r: ["export", "--checkpoint", str(ckpt(r)), "--format", "onnx", "--out",
+                                             "/proc/ssdkit-out/m.onnx"], says="/proc/ssdkit-out"),
+    Case("train output_dir unwritable", lambda r: ["train", str(train_cfg(r)), "train.output_dir=/proc/ssdkit-out"],
+         says="output_dir"),
+    Case("make-shapes out unwritable", lambda r: ["make-shapes", "--out", "/proc/ssdkit-out", "--count", "2"],
+         says="/proc/ssdkit-out"),
+    Case("anchors plot unwritable", lambda r: ["anchors", "--data", str(voc(r)), "--plot", "/proc/ssdkit.png"],
+         says="/proc/ssdkit.png"),
     # benchmark
     Case("benchmark not a checkpoint", lambda r: ["benchmark", "--checkpoint", str(write(r, "x.pt", "hello")),
                                                   "--data", str(voc(r))], says="x.pt"),

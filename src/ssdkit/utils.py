@@ -26,7 +26,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file the caller asked for, not the temp file beside it
+        raise OSError(e.errno, f"cannot write a file in {path.parent} ({e.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
