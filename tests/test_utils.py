@@ -40,3 +40,24 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, umask):
     with pytest.raises(TypeError):
         atomic_write_bytes(path, object())  # not bytes: the write fails before the rename
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_write_errors_name_the_file_asked_for(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "x.txt"
+    path.write_text("old")
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", src)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(path, b"new")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert "No space left on device" in info.value.strerror
+    monkeypatch.undo()
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]  # temp file removed
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes("/proc/ssdkit-test.txt", b"x")  # a folder that refuses new files, even to root
+    assert info.value.filename == "/proc/ssdkit-test.txt" and "cannot write a file in /proc" in info.value.strerror

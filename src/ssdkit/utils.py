@@ -28,8 +28,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     mode = _new_file_mode(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # name the file the caller asked for, not the temp file beside it
-        raise OSError(e.errno, f"cannot write a file in {path.parent} ({e.strerror})", str(path)) from None
+    except OSError as e:
+        raise _naming(path, e, f"cannot write a file in {path.parent}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -37,10 +37,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a failed rename: the error names the temp file, or nothing
+            raise _naming(path, e, "cannot write it") from None
         raise
+
+
+def _naming(path: Path, e: OSError, what: str) -> OSError:
+    """``e`` (same errno) naming the file the caller asked for, not the temp file beside it."""
+    return OSError(e.errno, f"{what} ({e.strerror or e})", str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

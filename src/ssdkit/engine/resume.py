@@ -123,9 +123,9 @@ def load_training_state(path: str | os.PathLike, to_load: Mapping[str, Any], cfg
     Hyper-parameters changed since the checkpoint are applied (``lr``, ``max_iterations``, ``epochs``, schedule,
     milestones, warmup, weight decay, momentum, evaluation and checkpoint settings, ``data.augment``, ...) and
     listed in the returned ``"resume_changes"``; those of :data:`REFUSED` are refused. A GradScaler is restored
-    when both runs use fp16 (a run switching to fp16 starts a fresh one). ``train.ema_momentum`` may be switched
-on (the average starts at the checkpoint's weights) or off (training goes on from the trained weights, not their
-average).
+    when both runs use fp16 (a run switching to fp16 starts a fresh one). ``train.ema_momentum`` may be
+    switched on (the average starts at the checkpoint's weights) or off (training goes on from the trained
+    weights, not their average).
 
     Returns:
         The checkpoint dict (:func:`ssdkit.checkpoint.load_checkpoint`) plus ``"resume_changes"``:
