@@ -103,3 +103,17 @@ def test_resize_keeps_dtype_and_matches_torch():
     assert resize_batch([img, img.float()], 16).dtype == torch.float32
     with pytest.raises(SSDKitError, match="at least one"):
         resize_batch([], 16)
+
+
+def test_resize_batch_groups_same_shape_windows_bit_exactly():
+    """Windows of one image (views, same shape) are resized in one call: equal to one at a time, in order."""
+    scene = _image(90, 120, seed=3)
+    views = [scene[:, y:y + 40, x:x + 40] for y in (0, 25, 50) for x in (0, 40, 80)]
+    mixed = views[:4] + [_image(33, 47, seed=4)] + views[4:] + [views[0].float()]
+    batch = resize_batch(mixed, 16)
+    assert batch.dtype == torch.float32 and batch.shape == (len(mixed), 3, 16, 16)
+    for out, im in zip(batch, mixed):
+        assert torch.equal(out, resize_image(im, 16).float())
+    uint8 = resize_batch(views, 16)
+    assert uint8.dtype == torch.uint8
+    assert torch.equal(uint8, torch.stack([resize_image(v, 16) for v in views]))
