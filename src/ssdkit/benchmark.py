@@ -89,7 +89,7 @@ def e2e_runner(runner, cfg) -> Callable[[Sequence[Path]], list[dict]]:
     from ssdkit.backends import detections
     from ssdkit.coder import SSDBoxCoder
     from ssdkit.data.image import load_image
-    from ssdkit.data.preprocess import resize_image
+    from ssdkit.data.preprocess import resize_batch
     from ssdkit.inference import resolve_preset
 
     coder = SSDBoxCoder(cfg.model)
@@ -98,7 +98,7 @@ def e2e_runner(runner, cfg) -> Callable[[Sequence[Path]], list[dict]]:
 
     def run(files: Sequence[Path]) -> list[dict]:
         imgs = [load_image(f) for f in files]
-        x = torch.stack([resize_image(im, cfg.model.input_size) for im in imgs]).float()
+        x = resize_batch(imgs, cfg.model.input_size).float()
         out = []
         for det, im in zip(detections(runner, runner(x), coder, settings), imgs):
             h, w = im.shape[1:]

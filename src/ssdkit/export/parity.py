@@ -19,7 +19,7 @@ import torch
 from ssdkit.backends import EagerRunner, Runner, detections, load_exported
 from ssdkit.choices import EVAL_PRESET
 from ssdkit.coder import SSDBoxCoder
-from ssdkit.data.preprocess import resize_batch, resize_image, to_image_tensor
+from ssdkit.data.preprocess import resize_batch, to_image_tensor
 from ssdkit.errors import SSDKitError
 from ssdkit.export.graph import example, source
 from ssdkit.inference import resolve_preset
@@ -93,7 +93,7 @@ def source_detections(runner: Runner, config: Any, src, indices: Sequence[int], 
                       preset: str = EVAL_PRESET) -> tuple[list[dict], list[dict]]:
     """Run ``runner`` over ``src``'s images at ``indices`` -> (detections in original image pixels, ground truths).
 
-    Each image: decoded to uint8 RGB, resized to ``S x S`` (:func:`resize_image`), batched as float 0-255, run,
+    Each image: decoded to uint8 RGB, resized to ``S x S`` (:func:`resize_batch`), batched as float 0-255, run,
     decoded (:func:`ssdkit.backends.detections`, preset ``evaluate``), boxes scaled by ``(W/S, H/S)`` and clipped:
     what ``ssdkit evaluate`` does. Ground truths are the source's samples as annotated.
     """
@@ -105,7 +105,7 @@ def source_detections(runner: Runner, config: Any, src, indices: Sequence[int], 
     for start in range(0, len(indices), batch):
         chunk = list(indices[start:start + batch])
         imgs = [to_image_tensor(src.load_image(i)) for i in chunk]
-        x = torch.stack([resize_image(im, config.input_size) for im in imgs]).float()
+        x = resize_batch(imgs, config.input_size).float()
         for i, im, det in zip(chunk, imgs, detections(runner, runner(x), coder, settings)):
             h, w = im.shape[1:]
             scale = torch.tensor([w / s, h / s, w / s, h / s])

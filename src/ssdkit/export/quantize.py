@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ssdkit.config import Config
-from ssdkit.data.preprocess import resize_image, to_image_tensor
+from ssdkit.data.preprocess import resize_batch, to_image_tensor
 from ssdkit.errors import SSDKitError
 
 __all__ = ["KEEP_FP32", "calibration_indices", "calibration_batches", "fp32_nodes", "quantize_onnx"]
@@ -83,10 +82,10 @@ def open_calibration(calib: Any, class_names: Sequence[str] | None = None, data_
 
 def calibration_batches(source, indices: Sequence[int], size: int, batch: int = 1):
     """Yield ``float32 [b, 3, S, S]`` RGB 0-255 batches of ``source``'s images at ``indices`` (the one
-    preprocessing: decode to uint8, :func:`resize_image` to ``S x S``, then float)."""
+    preprocessing: decode to uint8, :func:`resize_batch` to ``S x S``, then float)."""
     for start in range(0, len(indices), batch):
-        imgs = [resize_image(to_image_tensor(source.load_image(i)), size) for i in indices[start:start + batch]]
-        yield torch.stack(imgs).float()
+        imgs = [to_image_tensor(source.load_image(i)) for i in indices[start:start + batch]]
+        yield resize_batch(imgs, size).float()
 
 
 def fp32_nodes(model, keep: Sequence[str] = ("l2norm",)) -> list[str]:
